@@ -1,0 +1,45 @@
+# fledge: the README's commands. `make help` lists the targets.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+GO      ?= go
+BIN     := $(CURDIR)/bin
+# Programs of this checkout: the manager and plugin (cmd/) and the lab's command.
+PROGRAMS := $(wildcard ./cmd/*/) ./test/fledge-lab
+# Lab tests start real processes; a cached result would hide a changed lab.
+TESTFLAGS ?= -count=1 -timeout 45m
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## build fledge's programs into bin/
+	$(GO) build -o $(BIN)/ $(PROGRAMS)
+
+.PHONY: tools
+tools: ## build the lab's programs from source (first time: about 25 minutes)
+	@bash test/tools/build.sh
+
+.PHONY: test
+test: tools lint ## unit tests and lab tests (builds the lab's programs first if needed)
+	$(BIN)/gotestsum --format pkgname-and-test-fails -- $(TESTFLAGS) ./...
+
+.PHONY: test-unit
+test-unit: ## unit tests only (no lab)
+	$(GO) test -short ./...
+
+.PHONY: lab
+lab: tools build ## start the lab in the foreground; prints the KUBECONFIG to use
+	$(BIN)/fledge-lab up
+
+.PHONY: lint
+lint: ## go vet and gofmt
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(find . -name '*.go' -not -path './bin/*')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+.PHONY: clean
+clean: ## remove bin/ (the built lab programs stay in the per-user cache)
+	rm -rf $(BIN)
