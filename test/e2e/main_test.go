@@ -1,0 +1,127 @@
+// Package e2e runs fledge's scenarios against the lab: a real control plane,
+// the manager built from this checkout, and real kubectl.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/fledge-dev/fledge/rollout"
+	"github.com/fledge-dev/fledge/test/lab"
+)
+
+var (
+	theLab *lab.Lab
+	fledge *lab.Fledge
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(lab.Run(m, lab.Options{}, &theLab, startFledge))
+}
+
+// startFledge builds the manager of this checkout and runs it against the lab.
+func startFledge(ctx context.Context, l *lab.Lab) error {
+	dir, err := os.MkdirTemp("", "fledge-e2e-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	bin, err := lab.BuildFledge(ctx, dir)
+	if err != nil {
+		return err
+	}
+	fledge, err = l.StartFledge(ctx, bin)
+	return err
+}
+
+// kubectl runs kubectl as the lab's admin with stdin, and returns stdout
+// and stderr apart: kubectl prints admission warnings on stderr.
+func kubectl(t *testing.T, stdin string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), "kubectl", args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+theLab.Kubeconfig)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err = cmd.Run()
+	return out.String(), errOut.String(), err
+}
+
+// namespace creates a namespace for one test, opted in or not.
+func namespace(t *testing.T, name string, optedIn bool) string {
+	t.Helper()
+	labels := map[string]string{}
+	if optedIn {
+		labels[rollout.LabelEnabled] = "true"
+	}
+	require.NoError(t, theLab.CreateNamespace(t.Context(), name, labels))
+	return name
+}
+
+// app is a Deployment "web" with a Service in front, at image tag.
+func app(ns, tag string, replicas int) string {
+	return fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: %[1]s
+spec:
+  replicas: %[3]d
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: app
+        image: fledge/demo:%[2]s
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: %[1]s
+spec:
+  selector: {app: web}
+  ports:
+  - port: 80
+    targetPort: 8080
+`, ns, tag, replicas)
+}
+
+// deployed applies the app at tag and waits until every replica is ready.
+func deployed(t *testing.T, ns, tag string, replicas int) {
+	t.Helper()
+	_, stderr, err := kubectl(t, app(ns, tag, replicas), "apply", "-f", "-")
+	require.NoError(t, err, stderr)
+	eventually(t, "web ready", func(ctx context.Context) (bool, error) {
+		d := get(t, ns, "web")
+		return d.Status.ReadyReplicas == int32(replicas) && d.Status.UpdatedReplicas == int32(replicas), nil
+	})
+}
+
+func get(t *testing.T, ns, name string) *appsv1.Deployment {
+	t.Helper()
+	d, err := theLab.Client.AppsV1().Deployments(ns).Get(t.Context(), name, metav1.GetOptions{})
+	require.NoError(t, err)
+	return d
+}
+
+// eventually polls cond every 200ms for up to a minute.
+func eventually(t *testing.T, what string, cond func(ctx context.Context) (bool, error)) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(t.Context(), 200*time.Millisecond, time.Minute, true, cond)
+	require.NoError(t, err, "waiting for %s", what)
+}

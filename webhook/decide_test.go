@@ -1,0 +1,218 @@
+package webhook
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/fledge-dev/fledge/policy"
+	"github.com/fledge-dev/fledge/rollout"
+)
+
+// now is in time.Local, as metav1.Time decodes.
+var now = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC).Local()
+
+// web is a serving Deployment "web" with 4 ready replicas of image.
+func web(image string) *appsv1.Deployment {
+	labels := map[string]string{"app": "web"}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "team-a"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](4),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: image}}},
+			},
+		},
+		Status: appsv1.DeploymentStatus{Replicas: 4, ReadyReplicas: 4},
+	}
+}
+
+// running is web with the canary image in its template and a rollout of it
+// in phase.
+func running(phase rollout.Phase) *appsv1.Deployment {
+	d := web("demo:v2")
+	d.Spec.Paused = true
+	s := rollout.State{
+		Phase:          phase,
+		Step:           1,
+		StableRevision: rollout.TemplateHash(&web("demo:v1").Spec.Template),
+		CanaryRevision: rollout.TemplateHash(&d.Spec.Template),
+		Policy:         *policy.Default(),
+		PolicySource:   "default",
+		StartedAt:      metav1.NewTime(now.Add(-time.Minute)),
+	}
+	encoded, err := s.Encode()
+	if err != nil {
+		panic(err)
+	}
+	d.Annotations = map[string]string{rollout.AnnotationState: encoded}
+	return d
+}
+
+func with(d *appsv1.Deployment, change func(*appsv1.Deployment)) *appsv1.Deployment {
+	d = d.DeepCopy()
+	change(d)
+	return d
+}
+
+func image(img string) func(*appsv1.Deployment) {
+	return func(d *appsv1.Deployment) { d.Spec.Template.Spec.Containers[0].Image = img }
+}
+
+var defaultPolicy = Resolved{Policy: policy.Default(), Source: "default"}
+
+func TestDecide(t *testing.T) {
+	policyErr := errors.New(`policy team-policy named by annotation fledge.dev/policy does not exist in this namespace; create it or remove the annotation`)
+	tests := []struct {
+		name       string
+		update     Update
+		wantDenied string
+		// wantState is the rollout state expected in the admitted object;
+		// nil with wantUnchanged means the request is admitted as it came.
+		wantUnchanged bool
+		wantState     *rollout.State
+		wantPaused    bool
+		wantWarnings  []string
+	}{
+		{
+			name:          "fledge's own identity passes as is",
+			update:        Update{Old: running(rollout.Progressing), New: with(running(rollout.Progressing), func(d *appsv1.Deployment) { delete(d.Annotations, rollout.AnnotationState); d.Spec.Paused = false }), FromFledge: true},
+			wantUnchanged: true,
+		},
+		{
+			name:          "template unchanged passes",
+			update:        Update{Old: web("demo:v1"), New: with(web("demo:v1"), func(d *appsv1.Deployment) { d.Spec.Replicas = ptr.To[int32](6) })},
+			wantUnchanged: true,
+		},
+		{
+			name: "kubectl rollout restart is not a release",
+			update: Update{Old: web("demo:v1"), New: with(web("demo:v1"), func(d *appsv1.Deployment) {
+				d.Spec.Template.Annotations = map[string]string{rollout.AnnotationRestartedAt: "2026-11-25T12:00:00Z"}
+			})},
+			wantUnchanged: true,
+		},
+		{
+			name:         "a template change with a serving stable version starts a rollout",
+			update:       Update{Old: web("demo:v1"), New: web("demo:v2")},
+			wantPaused:   true,
+			wantState:    &rollout.State{Phase: rollout.Progressing, Step: 0, StableRevision: rollout.TemplateHash(&web("demo:v1").Spec.Template), CanaryRevision: rollout.TemplateHash(&web("demo:v2").Spec.Template), Policy: *policy.Default(), PolicySource: "default", StartedAt: metav1.NewTime(now)},
+			wantWarnings: []string{"fledge: canary rollout started for web: 5% → 25% → 50% → 100%"},
+		},
+		{
+			name:          "CREATE-like scale from zero: replicas 0 rolls out natively",
+			update:        Update{Old: web("demo:v1"), New: with(web("demo:v2"), func(d *appsv1.Deployment) { d.Spec.Replicas = ptr.To[int32](0) })},
+			wantUnchanged: true,
+		},
+		{
+			name:          "no ready stable pod rolls out natively",
+			update:        Update{Old: with(web("demo:v1"), func(d *appsv1.Deployment) { d.Status.ReadyReplicas = 0 }), New: web("demo:v2")},
+			wantUnchanged: true,
+		},
+		{
+			name:          "fledge.dev/skip rolls out natively",
+			update:        Update{Old: web("demo:v1"), New: with(web("demo:v2"), func(d *appsv1.Deployment) { d.Annotations = map[string]string{rollout.AnnotationSkip: "true"} })},
+			wantUnchanged: true,
+		},
+		{
+			name:       "a missing policy refuses the release and says how to bypass",
+			update:     Update{Old: web("demo:v1"), New: web("demo:v2"), Policy: Resolved{Err: policyErr}},
+			wantDenied: "fledge: web: " + policyErr.Error() + `; fix the policy, or to deploy without fledge, set the annotation fledge.dev/skip: "true" on the Deployment or remove the label fledge.dev/enabled from the namespace`,
+		},
+		{
+			name: "naming a missing policy is refused even without a release",
+			update: Update{Old: web("demo:v1"), New: with(web("demo:v1"), func(d *appsv1.Deployment) {
+				d.Annotations = map[string]string{policy.Annotation: "team-policy"}
+			}), Policy: Resolved{Err: policyErr}},
+			wantDenied: "fledge: web: " + policyErr.Error() + `; fix the policy, or to deploy without fledge, set the annotation fledge.dev/skip: "true" on the Deployment or remove the label fledge.dev/enabled from the namespace`,
+		},
+		{
+			name:         "a user's removal of fledge.dev/rollout is put back",
+			update:       Update{Old: running(rollout.Progressing), New: with(running(rollout.Progressing), func(d *appsv1.Deployment) { delete(d.Annotations, rollout.AnnotationState) })},
+			wantPaused:   true,
+			wantState:    stateOf(running(rollout.Progressing)),
+			wantWarnings: []string{"fledge: annotation fledge.dev/rollout is written by fledge only; your change to it was undone"},
+		},
+		{
+			name:         "a user's unpause during a rollout is undone",
+			update:       Update{Old: running(rollout.Progressing), New: with(running(rollout.Progressing), func(d *appsv1.Deployment) { d.Spec.Paused = false })},
+			wantPaused:   true,
+			wantState:    stateOf(running(rollout.Progressing)),
+			wantWarnings: []string{"fledge: web stays paused while its rollout runs; use kubectl fledge pause|resume|promote|abort web"},
+		},
+		{
+			name:       "the template reverted mid-rollout aborts the canary",
+			update:     Update{Old: running(rollout.Progressing), New: with(running(rollout.Progressing), image("demo:v1"))},
+			wantPaused: true,
+			wantState: withState(stateOf(running(rollout.Progressing)), func(s *rollout.State) {
+				s.Phase = rollout.Aborted
+				s.Message = "aborted by user: the template is back to the stable version"
+			}),
+			wantWarnings: []string{"fledge: rollout of web aborted: the template is back to the stable version; the canary is being removed"},
+		},
+		{
+			name:          "re-applying the canary's template mid-rollout changes nothing",
+			update:        Update{Old: running(rollout.Progressing), New: running(rollout.Progressing)},
+			wantUnchanged: true,
+		},
+		{
+			name:       "a new revision mid-rollout supersedes the canary and restarts at step 0",
+			update:     Update{Old: running(rollout.Paused), New: with(running(rollout.Paused), image("demo:v3"))},
+			wantPaused: true,
+			wantState: &rollout.State{Phase: rollout.Progressing, Step: 0,
+				StableRevision: rollout.TemplateHash(&web("demo:v1").Spec.Template), CanaryRevision: rollout.TemplateHash(&web("demo:v3").Spec.Template),
+				Policy: *policy.Default(), PolicySource: "default", StartedAt: metav1.NewTime(now)},
+			wantWarnings: []string{"fledge: a new revision of web supersedes the canary; restarting at step 1: 5% → 25% → 50% → 100%"},
+		},
+		{
+			name:       "a release while the rollout is finishing is refused until it is done",
+			update:     Update{Old: running(rollout.Promoting), New: with(running(rollout.Promoting), image("demo:v3"))},
+			wantDenied: `fledge: web is finishing a rollout (Promoting); apply again when it is done (kubectl fledge status web), or to deploy without fledge, set the annotation fledge.dev/skip: "true" on the Deployment or remove the label fledge.dev/enabled from the namespace`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := tt.update
+			u.Now = now
+			if u.Policy == (Resolved{}) {
+				u.Policy = defaultPolicy
+			}
+			d := Decide(u)
+			assert.Equal(t, tt.wantDenied, d.Denied)
+			if tt.wantDenied != "" {
+				assert.Nil(t, d.Object)
+				return
+			}
+			assert.Equal(t, tt.wantWarnings, d.Warnings)
+			if tt.wantUnchanged {
+				assert.Nil(t, d.Object, "admitted unchanged")
+				return
+			}
+			require.NotNil(t, d.Object)
+			assert.Equal(t, tt.wantPaused, d.Object.Spec.Paused)
+			assert.Equal(t, u.New.Spec.Template, d.Object.Spec.Template, "the template is the user's")
+			assert.Equal(t, tt.wantState, stateOf(d.Object))
+		})
+	}
+}
+
+func stateOf(d *appsv1.Deployment) *rollout.State {
+	s, err := rollout.ParseState(d)
+	if err != nil {
+		panic(err)
+	}
+	return s
+}
+
+func withState(s *rollout.State, change func(*rollout.State)) *rollout.State {
+	change(s)
+	return s
+}
