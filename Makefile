@@ -30,6 +30,10 @@ test: tools lint ## unit tests and lab tests (builds the lab's programs first if
 test-unit: ## unit tests only (no lab)
 	$(GO) test -short ./...
 
+.PHONY: bench
+bench: ## benchmarks: figures and ratios measured in one run
+	$(GO) test -short -run '^$$' -bench . -benchmem ./...
+
 .PHONY: lab
 lab: tools build ## start the lab in the foreground; prints the KUBECONFIG to use
 	$(BIN)/fledge-lab up

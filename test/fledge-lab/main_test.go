@@ -15,19 +15,20 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestUpServesKubectlAndCtrlCLeavesNothing runs `fledge-lab up` as a person
-// would: kubectl with the printed KUBECONFIG sees Ready nodes, and Ctrl-C
-// (SIGINT) leaves no process of the lab running.
+// TestUpServesKubectlAndCtrlCLeavesNothing runs `fledge-lab up --fledge` as a
+// person would: kubectl with the printed KUBECONFIG sees Ready nodes and
+// fledge's webhook, and Ctrl-C (SIGINT) leaves no process of the lab running.
 func TestUpServesKubectlAndCtrlCLeavesNothing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a lab")
 	}
-	bin := filepath.Join(t.TempDir(), "fledge-lab")
-	build := exec.Command("go", "build", "-o", bin, ".")
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "fledge-lab")
+	build := exec.Command("go", "build", "-o", dir+"/", ".", "../../cmd/fledge")
 	out, err := build.CombinedOutput()
 	require.NoError(t, err, string(out))
 
-	up := exec.Command(bin, "up", "--nodes=3")
+	up := exec.Command(bin, "up", "--nodes=3", "--fledge")
 	stdout, err := up.StdoutPipe()
 	require.NoError(t, err)
 	var stderr bytes.Buffer
@@ -35,18 +36,28 @@ func TestUpServesKubectlAndCtrlCLeavesNothing(t *testing.T) {
 	require.NoError(t, up.Start())
 	defer up.Process.Kill()
 
-	var kubeconfig, labDir string
+	var kubeconfig, labDir, fledgeLine string
 	lines := bufio.NewScanner(stdout)
 	deadline := time.AfterFunc(2*time.Minute, func() { up.Process.Kill() })
 	defer deadline.Stop()
 	for kubeconfig == "" && lines.Scan() {
 		line := lines.Text()
+		if strings.HasPrefix(line, "fledge-lab: fledge is running") {
+			fledgeLine = line
+		}
 		if k, ok := strings.CutPrefix(line, "export KUBECONFIG="); ok {
 			kubeconfig = k
 			labDir = filepath.Dir(k)
 		}
 	}
 	require.NotEmpty(t, kubeconfig, "no export line; stderr: %s", stderr.String())
+	assert.Regexp(t, `^fledge-lab: fledge is running, webhooks at https://127\.0\.0\.1:\d+; its log: `+labDir+`/fledge\.log$`, fledgeLine)
+
+	webhooks := exec.Command("kubectl", "get", "mutatingwebhookconfigurations", "-o", "jsonpath={.items[*].webhooks[*].name}")
+	webhooks.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	out, err = webhooks.CombinedOutput()
+	require.NoError(t, err, string(out))
+	assert.Equal(t, "deployments.fledge.dev", string(out))
 
 	kubectl := exec.Command("kubectl", "get", "nodes", "--no-headers", "-o", "custom-columns=NAME:.metadata.name,READY:.status.conditions[?(@.type=='Ready')].status")
 	kubectl.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
