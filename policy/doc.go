@@ -1,12 +1,14 @@
 // Package policy owns fledge's rollout policy: the policy.yaml format a team
 // keeps in a ConfigMap, its strict decoding, its defaults, its validation,
-// the lookup that picks a Deployment's policy (Resolve), and the rendering
-// of Prometheus queries. The evaluation of checks against Kubernetes and
-// Prometheus will live here too; it is not written yet.
+// the lookup that picks a Deployment's policy (Resolve), the rendering of
+// Prometheus queries, and the evaluation of the Prometheus checks (Analyze)
+// and the verdict drawn from it (Judge).
 //
-// Everything here is a pure function of its inputs: ConfigMaps come in
-// through a get function (an informer cache read in the webhook), so the
-// package imports no client and no other fledge package.
+// Everything here except Analyzer.Analyze is a pure function of its inputs:
+// ConfigMaps come in through a get function (an informer cache read in the
+// webhook), and Prometheus through the one-method Source. The package
+// imports no Kubernetes client and no other fledge package; the only client
+// it imports is client_golang's Prometheus API, for NewPrometheusSource.
 //
 // # Decoding
 //
@@ -102,4 +104,79 @@
 // A policy ConfigMap carries the label fledge.dev/policy: "true": the webhook
 // validates it when it is written, and the manager caches only ConfigMaps
 // with that label, so get does not see one without it (the error says so).
+//
+// # Analysis
+//
+// Analyzer.Analyze evaluates every check of an analysis once and returns an
+// Evaluation: one CheckResult per check, in policy order. For each check it
+// renders the query with Track "canary" and Pods the canary's PodsRegex and
+// reads one number from the answer: a scalar, or a vector of exactly one
+// sample. max passes a value at or below the bound, min one at or above it.
+// maxRatio runs the query a second time with Track "stable" and the stable
+// pods, and passes canary / stable at or below the bound; a stable value of
+// 0 or below has no meaningful ratio and is inconclusive. Checks run
+// concurrently; a check's canary and stable queries run one after the other,
+// and the stable query is skipped when the canary has no value.
+//
+// Inconclusive is never a pass: a rollout is never promoted on missing
+// evidence. A check is Inconclusive, with a Reason that says why, when its
+// query finds no series ("no data for error-rate"), returns several series
+// ("error-rate returned 3 series; aggregate the query (for example with
+// sum())"), a range vector or a string, NaN or ±Inf ("error-rate is NaN"),
+// when Prometheus refuses or fails the query ("error-rate: query failed:
+// bad_data: ...", in Prometheus's words), answers too late ("error-rate:
+// prometheus did not answer within 7.5s") or cannot be reached ("error-rate:
+// prometheus unreachable: dial tcp ...: connect: connection refused"), and
+// when the evaluation is cancelled. Such text is folded into one line of at
+// most 300 characters. Analyze returns no error: to the rollout all of these
+// mean missing evidence, and Judge decides how much of it to tolerate.
+// Prometheus warnings and infos are not read.
+//
+// Each query has its own timeout, half the analysis interval, at most 10s
+// and at least 1s, so that a maxRatio check's two queries fit in one
+// interval (except at the 1s minimum interval). The timeout bounds the HTTP
+// request through the context and is also sent to Prometheus, so that it
+// stops evaluating a query nobody waits for.
+//
+// An Analyzer keeps one Source per Prometheus URL for its lifetime, made by
+// NewPrometheusSource unless NewAnalyzer was given another constructor; a
+// URL that cannot be made into a Source makes every check inconclusive.
+//
+// # Judging
+//
+// Judge folds an Evaluation into the Counters kept in the rollout state and
+// returns the Verdict. A failed check counts a failure and clears the
+// no-data count; more than failureLimit failures fail the rollout with the
+// first failing check's reason ("error-rate 0.072 > 0.01"), fewer leave it
+// Inconclusive ("error-rate 0.072 > 0.01 (failure 1 of 1 tolerated)"). An
+// inconclusive check, or an evaluation with no results at all, counts an
+// evaluation without data and leaves the failure count as it is: going
+// quiet must not wipe out a failure. More than noDataLimit of them in a row
+// fail the rollout ("no data for error-rate in 5 consecutive evaluations
+// (noDataLimit 4)", followed by "; last: <reason>" when the reason was
+// something other than absence); fewer leave it Inconclusive ("no data for
+// error-rate (no data 2 of 4 tolerated)"). Only an evaluation where every
+// check passes is a Pass, and it clears both counts.
+//
+// # Numbers
+//
+// Bounds are written as the user wrote them: the shortest decimal that reads
+// back as the same float64 (strconv 'g', -1), as in validation errors.
+// Measured values are rounded to three significant digits and then written
+// the same way ("0.0723", "3.02", "12300", "1.23e+09"), because a query's
+// full float64 says nothing more to a person; when three digits would show
+// the value on the bound or on its other side (0.010004 against 0.01),
+// digits are added until the shown value is on the same side as the real
+// one. CheckResult.Value keeps the full value. A ratio reads "3.02× stable"
+// against a bound of "1.2×".
+//
+// # Pods
+//
+// PodsRegex turns a ReplicaSet's name into QueryVars.Pods: the name, a dash
+// and five lowercase letters or digits, cut like the apiserver cuts
+// generated names over 63 characters. Prometheus anchors label regexes, so
+// a ReplicaSet whose name starts with another's does not match the other's
+// pods. The name is quoted without backslashes ("[.]" for "."), because
+// queries put {{.Pods}} inside double-quoted PromQL strings, where `\.` is
+// an invalid escape.
 package policy

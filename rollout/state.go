@@ -52,10 +52,82 @@ type State struct {
 	Policy       policy.Policy `json:"policy"`
 	PolicySource string        `json:"policySource"`
 	StartedAt    metav1.Time   `json:"startedAt"`
-	// StepStartedAt is when the current step began.
+	// StepStartedAt is when the current step began (its canary pods were
+	// scaled); HoldingSince is when they were all Ready, which starts the hold.
 	StepStartedAt *metav1.Time `json:"stepStartedAt,omitempty"`
-	// Message says why the phase is what it is, in a person's words.
+	HoldingSince  *metav1.Time `json:"holdingSince,omitempty"`
+	// Replicas is the user's total for capacity shift, remembered because
+	// the stable Deployment's own count is lowered during the rollout.
+	Replicas int32 `json:"replicas,omitempty"`
+	// Analysis counts consecutive failed and inconclusive evaluations of the
+	// Prometheus checks; LastAnalysis is when they were last evaluated and
+	// Checks what that evaluation found. They live here so that a restarted
+	// manager neither forgets a failure nor evaluates early.
+	Analysis     policy.Counters      `json:"analysis,omitzero"`
+	LastAnalysis *metav1.Time         `json:"lastAnalysis,omitempty"`
+	Checks       []policy.CheckResult `json:"checks,omitempty"`
+	// PassedSince is when the step last began to have passing evidence.
+	PassedSince *metav1.Time `json:"passedSince,omitempty"`
+	// FailedAt is when the verdict that ends the rollout was reached, to
+	// measure how long cutting the canary took.
+	FailedAt *metav1.Time `json:"failedAt,omitempty"`
+	// Reason says why the rollout is rolling back or aborted.
+	Reason *Reason `json:"reason,omitempty"`
+	// History records each step that was reached.
+	History []StepRecord `json:"history,omitempty"`
+	// Message says what the rollout waits for, in a person's words.
 	Message string `json:"message,omitempty"`
+}
+
+// Reason is why a rollout failed: which check, which value against which
+// bound, at which step and weight.
+type Reason struct {
+	// Check is the failing check's name, or a Kubernetes health check:
+	// "ready-timeout", "restarts", "pod-failed"; "user" for an abort.
+	Check   string   `json:"check"`
+	Value   *float64 `json:"value,omitempty"`
+	Bound   *float64 `json:"bound,omitempty"`
+	Step    int32    `json:"step"`
+	Weight  int32    `json:"weight"`
+	Message string   `json:"message"`
+}
+
+// StepRecord is one step of a rollout as it happened.
+type StepRecord struct {
+	Step   int32 `json:"step"`
+	Weight int32 `json:"weight"`
+	// Effective is the canary's share of pods that the counts gave, in percent.
+	Effective float64      `json:"effective"`
+	Canary    int32        `json:"canary"`
+	Stable    int32        `json:"stable"`
+	Started   metav1.Time  `json:"started"`
+	Ended     *metav1.Time `json:"ended,omitempty"`
+}
+
+// Outcome is the summary of a finished rollout, kept as JSON in
+// AnnotationLast.
+type Outcome struct {
+	// Phase is Succeeded, RolledBack or Aborted.
+	Phase          Phase        `json:"phase"`
+	StableRevision string       `json:"stableRevision"`
+	CanaryRevision string       `json:"canaryRevision"`
+	Reason         *Reason      `json:"reason,omitempty"`
+	StartedAt      metav1.Time  `json:"startedAt"`
+	FinishedAt     metav1.Time  `json:"finishedAt"`
+	History        []StepRecord `json:"history,omitempty"`
+}
+
+// ParseOutcome reads the last outcome of a Deployment; nil when none.
+func ParseOutcome(d *appsv1.Deployment) (*Outcome, error) {
+	raw, ok := d.Annotations[AnnotationLast]
+	if !ok || raw == "" {
+		return nil, nil
+	}
+	var o Outcome
+	if err := json.Unmarshal([]byte(raw), &o); err != nil {
+		return nil, fmt.Errorf("annotation %s of %s/%s is not a rollout outcome: %w", AnnotationLast, d.Namespace, d.Name, err)
+	}
+	return &o, nil
 }
 
 // ParseState reads the rollout state of a Deployment; nil when none runs.
@@ -76,6 +148,15 @@ func (s *State) Encode() (string, error) {
 	b, err := json.Marshal(s)
 	if err != nil {
 		return "", fmt.Errorf("encode rollout state: %w", err)
+	}
+	return string(b), nil
+}
+
+// Encode renders the outcome for AnnotationLast.
+func (o *Outcome) Encode() (string, error) {
+	b, err := json.Marshal(o)
+	if err != nil {
+		return "", fmt.Errorf("encode rollout outcome: %w", err)
 	}
 	return string(b), nil
 }

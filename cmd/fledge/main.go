@@ -1,5 +1,6 @@
 // Command fledge is the in-cluster manager: the admission webhooks, the
-// webhook certificates, /metrics, /healthz and /readyz.
+// router that runs rollouts (on the elected leader), the webhook
+// certificates, /metrics, /healthz and /readyz.
 package main
 
 import (
@@ -38,6 +39,8 @@ import (
 
 	"github.com/fledge-dev/fledge/certs"
 	"github.com/fledge-dev/fledge/policy"
+	"github.com/fledge-dev/fledge/rollout"
+	"github.com/fledge-dev/fledge/router"
 	"github.com/fledge-dev/fledge/webhook"
 )
 
@@ -111,8 +114,10 @@ func run(ctx context.Context, o options) error {
 			TLSOpts: []func(*tls.Config){certs.RequireTLS12},
 		}),
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			// Only policy ConfigMaps are read, so only they are cached.
+			// Only policy ConfigMaps and canary pods are read, so only they
+			// are cached.
 			&corev1.ConfigMap{}: {Label: labels.SelectorFromSet(labels.Set{policy.Label: "true"})},
+			&corev1.Pod{}:       {Label: labels.SelectorFromSet(labels.Set{rollout.LabelTrack: rollout.TrackCanary})},
 		}},
 	})
 	if err != nil {
@@ -180,6 +185,18 @@ func run(ctx context.Context, o options) error {
 		Observe: func(d time.Duration) { admissionSeconds.Observe(d.Seconds()) },
 	}})
 	server.Register(webhook.PoliciesPath, &admission.Webhook{Handler: webhook.Policies{}})
+
+	r := &router.Reconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Events:    mgr.GetEventRecorder("fledge"),
+		Clock:     clock.RealClock{},
+		Analyzer:  policy.NewAnalyzer(nil),
+		Metrics:   router.NewMetrics(metrics.Registry),
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		return err
+	}
 
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err

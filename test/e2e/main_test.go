@@ -30,14 +30,10 @@ func TestMain(m *testing.M) {
 	os.Exit(lab.Run(m, lab.Options{}, &theLab, startFledge))
 }
 
-// startFledge builds the manager of this checkout and runs it against the lab.
+// startFledge builds the manager of this checkout into the lab's directory
+// and runs it against the lab.
 func startFledge(ctx context.Context, l *lab.Lab) error {
-	dir, err := os.MkdirTemp("", "fledge-e2e-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	bin, err := lab.BuildFledge(ctx, dir)
+	bin, err := lab.BuildFledge(ctx, l.Dir)
 	if err != nil {
 		return err
 	}

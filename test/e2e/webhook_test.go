@@ -12,10 +12,11 @@ import (
 	"github.com/fledge-dev/fledge/rollout"
 )
 
-// replicaSets returns the replica count of each of web's ReplicaSets by image.
+// replicaSets returns the replica count of each of web's own ReplicaSets
+// (not its canary's) by image.
 func replicaSets(t *testing.T, ns string) map[string]int32 {
 	t.Helper()
-	rss, err := theLab.Client.AppsV1().ReplicaSets(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app=web"})
+	rss, err := theLab.Client.AppsV1().ReplicaSets(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app=web,!" + rollout.LabelTrack})
 	require.NoError(t, err)
 	byImage := map[string]int32{}
 	for _, rs := range rss.Items {

@@ -30,6 +30,8 @@ type Fledge struct {
 	ProbeURL   string
 	// Log is the manager's log file.
 	Log string
+	// Binary is the manager program, to start it again.
+	Binary string
 
 	proc *process
 }
@@ -66,6 +68,7 @@ func (l *Lab) StartFledge(ctx context.Context, path string, args ...string) (*Fl
 		return nil, err
 	}
 	f := &Fledge{
+		Binary:     path,
 		WebhookURL: "https://127.0.0.1:" + strconv.Itoa(ports[0]),
 		MetricsURL: "http://127.0.0.1:" + strconv.Itoa(ports[1]),
 		ProbeURL:   "http://127.0.0.1:" + strconv.Itoa(ports[2]),

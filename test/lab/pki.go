@@ -26,6 +26,7 @@ type identity struct {
 type pki struct {
 	servingCert string // the apiserver's serving certificate, chained to its CA
 	servingKey  string
+	caFile      string // the CA alone, for --root-ca-file
 	caData      []byte // what clients trust
 	saKey       string // service-account signing key (RSA, PKCS#1)
 	tokenFile   string // --token-auth-file
@@ -37,6 +38,11 @@ func writePKI(dir string, ids []identity) (*pki, error) {
 	certPEM, keyPEM, err := cert.GenerateSelfSignedCertKey("127.0.0.1", []net.IP{net.ParseIP("127.0.0.1")}, []string{"localhost"})
 	if err != nil {
 		return nil, fmt.Errorf("generate apiserver certificate: %w", err)
+	}
+	// certPEM is the serving certificate followed by the CA that signed it.
+	servingBlock, rest := pem.Decode(certPEM)
+	if servingBlock == nil || len(rest) == 0 {
+		return nil, fmt.Errorf("generate apiserver certificate: no CA in the chain")
 	}
 	saKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -52,6 +58,7 @@ func writePKI(dir string, ids []identity) (*pki, error) {
 	p := &pki{
 		servingCert: filepath.Join(dir, "apiserver.crt"),
 		servingKey:  filepath.Join(dir, "apiserver.key"),
+		caFile:      filepath.Join(dir, "ca.crt"),
 		caData:      certPEM,
 		saKey:       filepath.Join(dir, "sa.key"),
 		tokenFile:   filepath.Join(dir, "tokens.csv"),
@@ -59,6 +66,7 @@ func writePKI(dir string, ids []identity) (*pki, error) {
 	for path, data := range map[string][]byte{
 		p.servingCert: certPEM,
 		p.servingKey:  keyPEM,
+		p.caFile:      rest,
 		p.saKey:       saPEM,
 		p.tokenFile:   tokens,
 	} {

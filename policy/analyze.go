@@ -1,0 +1,235 @@
+package policy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	"github.com/prometheus/common/model"
+)
+
+// Query timeouts: half the interval, so that a check's two queries (canary
+// and stable, for maxRatio) fit in one interval, but at most 10s, because a
+// Prometheus that takes longer is in trouble and waiting longer only
+// delays the rollback, and at least 1s, because a healthy Prometheus
+// answers a simple query in milliseconds but a busy one needs a moment.
+const (
+	minQueryTimeout = time.Second
+	maxQueryTimeout = 10 * time.Second
+)
+
+// maxReasonDetail bounds the Prometheus or network text quoted in a reason,
+// which ends up in Events and status output.
+const maxReasonDetail = 300
+
+// Analyze evaluates every check of a once, at time at, against the canary
+// pods of s (and the stable pods, for maxRatio checks). Checks run
+// concurrently; the results are in the policy's order. Analyze returns no
+// error: a query that cannot be rendered, a Prometheus that cannot be
+// reached, errs or is slow, and an answer that is not one finite number are
+// all Inconclusive results whose Reason says why, because to the rollout
+// they mean the same thing, missing evidence. A nil a has no checks.
+func (z *Analyzer) Analyze(ctx context.Context, a *Analysis, s Subject, at time.Time) Evaluation {
+	e := Evaluation{At: at}
+	if a == nil || len(a.Checks) == 0 {
+		return e
+	}
+	if z == nil {
+		z = &Analyzer{}
+	}
+	src, srcErr := z.source(a.Prometheus.URL)
+	q := querier{src: src, timeout: queryTimeout(a.Interval.Duration), at: at}
+	e.Results = make([]CheckResult, len(a.Checks))
+	var wg sync.WaitGroup
+	for i, c := range a.Checks {
+		wg.Go(func() {
+			if srcErr != nil {
+				e.Results[i] = inconclusive(c, c.Name+": "+srcErr.Error())
+				return
+			}
+			e.Results[i] = q.check(ctx, c, s)
+		})
+	}
+	wg.Wait()
+	return e
+}
+
+// queryTimeout is min(interval/2, 10s), at least 1s.
+func queryTimeout(interval time.Duration) time.Duration {
+	return min(max(interval/2, minQueryTimeout), maxQueryTimeout)
+}
+
+// querier runs one evaluation's queries.
+type querier struct {
+	src     Source
+	timeout time.Duration
+	at      time.Time
+}
+
+// check evaluates one check: the canary's value against max or min, or
+// canary / stable against maxRatio.
+func (q querier) check(ctx context.Context, c Check, s Subject) CheckResult {
+	t, ok := thresholdOf(c)
+	if !ok {
+		return inconclusive(c, "check "+c.Name+" must set exactly one finite max, min or maxRatio")
+	}
+	if ctx == nil {
+		return inconclusive(c, c.Name+": evaluated without a context")
+	}
+	r := CheckResult{Check: c.Name, Bound: t.bound, Op: t.op()}
+	canary, why := q.value(ctx, c, QueryVars{Namespace: s.Namespace, Deployment: s.Deployment, Track: TrackCanary, Pods: s.CanaryPods})
+	if why != "" {
+		return withReason(r, why)
+	}
+	if t.kind != thresholdMaxRatio {
+		return t.judge(r, c.Name, canary)
+	}
+	stable, why := q.value(ctx, c, QueryVars{Namespace: s.Namespace, Deployment: s.Deployment, Track: TrackStable, Pods: s.StablePods})
+	if why != "" {
+		return withReason(r, why)
+	}
+	return judgeRatio(r, t, c.Name, canary, stable)
+}
+
+// judgeRatio holds canary / stable to a maxRatio. A stable value of 0 or
+// below gives no meaningful ratio (0 would make any canary infinitely
+// worse, a negative one flips the comparison), so it is inconclusive.
+func judgeRatio(r CheckResult, t threshold, name string, canary, stable float64) CheckResult {
+	if stable <= 0 {
+		return withReason(r, fmt.Sprintf("%s on stable pods is %s; a ratio needs a stable value above 0", name, formatFloat(stable)))
+	}
+	ratio := canary / stable
+	if !finite(ratio) {
+		return withReason(r, fmt.Sprintf("%s ratio %s / %s is not a finite number", name, formatFloat(canary), formatFloat(stable)))
+	}
+	return t.judge(r, name, ratio)
+}
+
+// value renders the check's query for one side, runs it with the query
+// timeout, and reads one finite number from the answer. It returns either
+// the number or, when there is none, the reason.
+func (q querier) value(ctx context.Context, c Check, vars QueryVars) (float64, string) {
+	subject := c.Name
+	if vars.Track == TrackStable {
+		subject += " on stable pods"
+	}
+	query, err := c.Render(vars)
+	if err != nil {
+		return 0, err.Error()
+	}
+	qctx, cancel := context.WithTimeout(ctx, q.timeout)
+	defer cancel()
+	// The same timeout goes to Prometheus, so that it stops evaluating a
+	// query nobody waits for any more.
+	v, _, _, err := q.src.Query(qctx, query, q.at, v1.WithTimeout(q.timeout))
+	if err != nil {
+		return 0, subject + ": " + describeQueryError(ctx, err, q.timeout)
+	}
+	return single(v, subject)
+}
+
+// single reads the one finite number a check's query must return: a scalar
+// or a vector of exactly one sample. Warnings and infos that came with the
+// answer are not read: the value is what counts.
+func single(v model.Value, subject string) (float64, string) {
+	var f float64
+	switch v := v.(type) {
+	case *model.Scalar:
+		if v == nil {
+			return 0, noDataFor(subject)
+		}
+		f = float64(v.Value)
+	case model.Vector:
+		switch len(v) {
+		case 0:
+			return 0, noDataFor(subject)
+		case 1:
+			f = float64(v[0].Value)
+		default:
+			return 0, fmt.Sprintf("%s returned %d series; aggregate the query (for example with sum())", subject, len(v))
+		}
+	case nil:
+		return 0, noDataFor(subject)
+	default:
+		return 0, fmt.Sprintf("%s returned a %s; the query must return one number, an instant vector of one series or a scalar", subject, v.Type())
+	}
+	if !finite(f) {
+		return 0, subject + " is " + formatFloat(f)
+	}
+	return f, ""
+}
+
+// noDataFor is the reason of a query that found no series. Judge tells it
+// from other inconclusive reasons.
+func noDataFor(subject string) string {
+	return "no data for " + subject
+}
+
+// describeQueryError says in one line why a query got no answer: too slow,
+// cancelled, refused by Prometheus, or Prometheus not reached.
+func describeQueryError(ctx context.Context, err error, timeout time.Duration) string {
+	if ctx.Err() != nil {
+		return "evaluation cancelled: " + ctx.Err().Error()
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "prometheus did not answer within " + formatDuration(timeout)
+	}
+	var apiErr *v1.Error
+	if errors.As(err, &apiErr) {
+		return "query failed: " + oneLine(apiErrorText(apiErr))
+	}
+	var urlErr *url.Error
+	if errors.As(err, &urlErr) {
+		return "prometheus unreachable: " + oneLine(urlErr.Err.Error())
+	}
+	return oneLine(err.Error())
+}
+
+// apiErrorText is "<errorType>: <error>" as Prometheus wrote it. For 5xx
+// answers (Prometheus's own timeouts and cancellations are 503s) the client
+// reports only the status code, so the body is read when it is a Prometheus
+// error document.
+func apiErrorText(e *v1.Error) string {
+	var body struct {
+		Status    string `json:"status"`
+		ErrorType string `json:"errorType"`
+		Error     string `json:"error"`
+	}
+	if e.Type == v1.ErrServer && json.Unmarshal([]byte(e.Detail), &body) == nil && body.Status == "error" && body.Error != "" {
+		return body.ErrorType + ": " + body.Error
+	}
+	return string(e.Type) + ": " + e.Msg
+}
+
+// oneLine folds whitespace, newlines included, and cuts text longer than
+// maxReasonDetail, so that a reason stays one readable line.
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if runes := []rune(s); len(runes) > maxReasonDetail {
+		return string(runes[:maxReasonDetail]) + "…"
+	}
+	return s
+}
+
+// inconclusive is a check that could not be evaluated at all.
+func inconclusive(c Check, reason string) CheckResult {
+	r := CheckResult{Check: c.Name}
+	if t, ok := thresholdOf(c); ok {
+		r.Bound, r.Op = t.bound, t.op()
+	}
+	return withReason(r, reason)
+}
+
+// withReason marks r inconclusive, without a value.
+func withReason(r CheckResult, reason string) CheckResult {
+	r.Result = Inconclusive
+	r.Value = nil
+	r.Reason = reason
+	return r
+}

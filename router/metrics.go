@@ -1,0 +1,81 @@
+package router
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fledge-dev/fledge/policy"
+	"github.com/fledge-dev/fledge/rollout"
+)
+
+// Metrics are the router's Prometheus metrics (prefix fledge_).
+type Metrics struct {
+	phase           *prometheus.GaugeVec
+	targetWeight    *prometheus.GaugeVec
+	effectiveWeight *prometheus.GaugeVec
+	outcomes        *prometheus.CounterVec
+	rollbackSeconds prometheus.Histogram
+	checks          *prometheus.CounterVec
+}
+
+// NewMetrics registers the router's metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		phase: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "fledge_rollouts",
+			Help: "Rollouts in progress: 1 for the phase each Deployment's rollout is in. sum by (phase) counts rollouts by phase.",
+		}, []string{"namespace", "deployment", "phase"}),
+		targetWeight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "fledge_rollout_target_weight",
+			Help: "Canary share of traffic the current step aims at, in percent.",
+		}, []string{"namespace", "deployment"}),
+		effectiveWeight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "fledge_rollout_effective_weight",
+			Help: "Canary share of ready pods behind the Service, in percent: the share of traffic the pod counts give.",
+		}, []string{"namespace", "deployment"}),
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fledge_rollout_outcomes_total",
+			Help: "Finished rollouts by outcome (Succeeded, RolledBack, Aborted) and reason (the failing check, user, or none).",
+		}, []string{"outcome", "reason"}),
+		rollbackSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "fledge_rollback_seconds",
+			Help:    "Seconds from the failing verdict to the canary at zero pods.",
+			Buckets: []float64{0.25, 0.5, 1, 2, 3, 5, 10, 30, 60},
+		}),
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fledge_check_results_total",
+			Help: "Evaluations of Prometheus checks by check name and result (Pass, Fail, Inconclusive).",
+		}, []string{"check", "result"}),
+	}
+	reg.MustRegister(m.phase, m.targetWeight, m.effectiveWeight, m.outcomes, m.rollbackSeconds, m.checks)
+	return m
+}
+
+// observeRollout sets the gauges of a running rollout.
+func (m *Metrics) observeRollout(ns, name string, s *rollout.State, target int32, effective float64) {
+	m.phase.DeletePartialMatch(prometheus.Labels{"namespace": ns, "deployment": name})
+	m.phase.WithLabelValues(ns, name, string(s.Phase)).Set(1)
+	m.targetWeight.WithLabelValues(ns, name).Set(float64(target))
+	m.effectiveWeight.WithLabelValues(ns, name).Set(effective)
+}
+
+// forget drops the gauges of a rollout that ended or a Deployment that went.
+func (m *Metrics) forget(ns, name string) {
+	l := prometheus.Labels{"namespace": ns, "deployment": name}
+	m.phase.DeletePartialMatch(l)
+	m.targetWeight.DeletePartialMatch(l)
+	m.effectiveWeight.DeletePartialMatch(l)
+}
+
+func (m *Metrics) outcome(o *rollout.Outcome) {
+	reason := "none"
+	if o.Reason != nil {
+		reason = o.Reason.Check
+	}
+	m.outcomes.WithLabelValues(string(o.Phase), reason).Inc()
+}
+
+func (m *Metrics) evaluation(e *policy.Evaluation) {
+	for _, r := range e.Results {
+		m.checks.WithLabelValues(r.Check, string(r.Result)).Inc()
+	}
+}

@@ -1,0 +1,454 @@
+package router
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/fledge-dev/fledge/policy"
+	"github.com/fledge-dev/fledge/rollout"
+)
+
+var now = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+
+func ago(d time.Duration) *metav1.Time { return ptr.To(metav1.NewTime(now.Add(-d))) }
+
+// web is the stable Deployment: 4 replicas, paused on the new template v2.
+func web(replicas int32) *appsv1.Deployment {
+	labels := map[string]string{"app": "web"}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "team-a", UID: "uid-web", Generation: 2},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(replicas),
+			Paused:   true,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "demo:v2"}}},
+			},
+		},
+		Status: appsv1.DeploymentStatus{ObservedGeneration: 2, Replicas: replicas, ReadyReplicas: replicas, AvailableReplicas: replicas},
+	}
+}
+
+// canary is web's canary with replicas pods, ready of them Ready.
+func canary(d *appsv1.Deployment, replicas, ready int32) *appsv1.Deployment {
+	c := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web-canary", Namespace: "team-a", UID: "uid-canary", Generation: 1}}
+	setCanarySpec(c, d, replicas)
+	c.Status = appsv1.DeploymentStatus{ObservedGeneration: 1, Replicas: replicas, UpdatedReplicas: replicas, ReadyReplicas: ready}
+	return c
+}
+
+func stableTemplate() *corev1.PodTemplateSpec {
+	t := web(4).Spec.Template.DeepCopy()
+	t.Spec.Containers[0].Image = "demo:v1"
+	return t
+}
+
+// state is a rollout of web at step with the default policy.
+func state(phase rollout.Phase, step int32) *rollout.State {
+	return &rollout.State{
+		Phase: phase, Step: step,
+		StableRevision: rollout.TemplateHash(stableTemplate()),
+		CanaryRevision: rollout.TemplateHash(&web(4).Spec.Template),
+		Policy:         *policy.Default(),
+		PolicySource:   "default",
+		StartedAt:      *ago(10 * time.Minute),
+	}
+}
+
+func withAnalysis(s *rollout.State) *rollout.State {
+	s.Policy.Analysis = &policy.Analysis{
+		Interval: metav1.Duration{Duration: 10 * time.Second}, FailureLimit: 1, NoDataLimit: 2,
+		Prometheus: policy.Prometheus{URL: "http://prometheus:9090"},
+		Checks:     []policy.Check{{Name: "error-rate", Query: "q", Max: ptr.To(0.01)}},
+	}
+	return s
+}
+
+// holding puts s at its step with canary pods Ready since d ago.
+func holding(s *rollout.State, d time.Duration) *rollout.State {
+	s.StepStartedAt = ago(d + 5*time.Second)
+	s.HoldingSince = ago(d)
+	s.History = append(s.History, rollout.StepRecord{Step: s.Step, Weight: s.Policy.Steps[s.Step].Weight, Started: *s.StepStartedAt})
+	return s
+}
+
+func result(check string, r policy.Result, value float64) policy.CheckResult {
+	return policy.CheckResult{Check: check, Result: r, Value: ptr.To(value), Bound: 0.01, Op: "<=", Reason: "error-rate 0.2 > 0.01"}
+}
+
+func events(p Plan) []string {
+	var out []string
+	for _, e := range p.Events {
+		out = append(out, e.Type+" "+e.Reason+": "+e.Message)
+	}
+	return out
+}
+
+func TestPlan(t *testing.T) {
+	d := web(4)
+	tests := []struct {
+		name  string
+		o     Observed
+		check func(t *testing.T, p Plan)
+	}{
+		{
+			name: "a new rollout starts its first step with the canary at the nearest count",
+			o:    Observed{Deployment: d, State: state(rollout.Progressing, 0)},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, ptr.To[int32](1), p.CanaryReplicas, "1 of 5 pods: nearest 5% with at least one")
+				assert.True(t, p.Paused)
+				assert.Equal(t, ago(0), p.State.StepStartedAt)
+				assert.Equal(t, []string{"Normal Step: step 1 of 3: web canary at 5% target: 1 canary and 4 stable pods (20.0% effective)"}, events(p))
+				assert.Equal(t, 2*time.Second, p.RequeueAfter)
+			},
+		},
+		{
+			name: "canary pods not yet Ready: wait",
+			o: Observed{Deployment: d, State: func() *rollout.State {
+				s := state(rollout.Progressing, 0)
+				s.StepStartedAt = ago(time.Minute)
+				return s
+			}(), Canary: canary(d, 1, 0)},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, rollout.Progressing, p.State.Phase)
+				assert.Nil(t, p.State.HoldingSince)
+				assert.Empty(t, p.Events)
+				assert.Equal(t, 2*time.Second, p.RequeueAfter)
+			},
+		},
+		{
+			name: "canary pods not Ready within readyTimeout: roll back, canary cut first",
+			o: Observed{Deployment: d, State: func() *rollout.State {
+				s := state(rollout.Progressing, 0)
+				s.StepStartedAt = ago(5 * time.Minute)
+				return s
+			}(), Canary: canary(d, 1, 0)},
+			check: func(t *testing.T, p Plan) {
+				require.NotNil(t, p.State)
+				assert.Equal(t, rollout.RollingBack, p.State.Phase)
+				assert.Equal(t, &rollout.Reason{Check: "ready-timeout", Value: ptr.To(0.0), Bound: ptr.To(1.0), Step: 0, Weight: 5, Message: "0 of 1 canary pods Ready after 5m0s (readyTimeout)"}, p.State.Reason)
+				assert.Equal(t, ptr.To[int32](0), p.CanaryReplicas)
+				assert.Nil(t, p.Template, "the template waits until the canary has no pods")
+				assert.True(t, p.Paused)
+				assert.Equal(t, []string{"Warning RollingBack: rolling back web: 0 of 1 canary pods Ready after 5m0s (readyTimeout) at step 1 (5%)"}, events(p))
+			},
+		},
+		{
+			name: "canary Ready: the hold starts and the step is recorded",
+			o: Observed{Deployment: d, State: func() *rollout.State {
+				s := state(rollout.Progressing, 0)
+				s.StepStartedAt = ago(3 * time.Second)
+				return s
+			}(), Canary: canary(d, 1, 1)},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, ago(0), p.State.HoldingSince)
+				assert.Equal(t, []rollout.StepRecord{{Step: 0, Weight: 5, Effective: 20, Canary: 1, Stable: 4, Started: *ago(3 * time.Second)}}, p.State.History)
+				assert.Equal(t, time.Minute, p.RequeueAfter)
+			},
+		},
+		{
+			name: "hold passed: the next step",
+			o:    Observed{Deployment: d, State: holding(state(rollout.Progressing, 0), time.Minute), Canary: canary(d, 1, 1)},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, int32(1), p.State.Step)
+				assert.Equal(t, ptr.To[int32](1), p.CanaryReplicas, "25% of 4 stable: 1 (20%) is nearer than 2 (33%)")
+				assert.Equal(t, ago(0), p.State.History[0].Ended)
+				assert.Nil(t, p.State.HoldingSince)
+				assert.Equal(t, []string{"Normal Step: step 2 of 3: web canary at 25% target: 1 canary and 4 stable pods (20.0% effective)"}, events(p))
+			},
+		},
+		{
+			name: "the last step held: promotion unpauses the Deployment and keeps the canary serving",
+			o:    Observed{Deployment: d, State: holding(state(rollout.Progressing, 2), time.Minute), Canary: canary(d, 4, 4)},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, rollout.Promoting, p.State.Phase)
+				assert.False(t, p.Paused)
+				assert.Equal(t, ptr.To[int32](4), p.CanaryReplicas)
+				assert.Equal(t, []string{"Normal Promoting: promoting web: the Deployment rolls to the new version while the canary serves"}, events(p))
+			},
+		},
+		{
+			name: "promotion waits for the Deployment's own rolling update",
+			o: Observed{Deployment: func() *appsv1.Deployment {
+				d := web(4)
+				d.Spec.Paused = false
+				d.Generation = 3
+				d.Status.UpdatedReplicas = 2
+				return d
+			}(), State: state(rollout.Promoting, 2), Canary: canary(d, 4, 4)},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, rollout.Promoting, p.State.Phase)
+				assert.Equal(t, ptr.To[int32](4), p.CanaryReplicas)
+				assert.Nil(t, p.Outcome)
+			},
+		},
+		{
+			name: "promotion ends when every pod runs the new version: canary removed, outcome recorded",
+			o: Observed{Deployment: func() *appsv1.Deployment {
+				d := web(4)
+				d.Spec.Paused = false
+				d.Status.UpdatedReplicas = 4
+				return d
+			}(), State: state(rollout.Promoting, 2), Canary: canary(d, 4, 4)},
+			check: func(t *testing.T, p Plan) {
+				assert.Nil(t, p.State)
+				assert.Nil(t, p.CanaryReplicas, "the canary goes")
+				require.NotNil(t, p.Outcome)
+				assert.Equal(t, rollout.Succeeded, p.Outcome.Phase)
+				assert.Equal(t, []string{"Normal Succeeded: promoted web: all 4 pods run the new version"}, events(p))
+			},
+		},
+		{
+			name: "a failed canary pod rolls back at once",
+			o: Observed{Deployment: d, State: holding(state(rollout.Progressing, 1), 10*time.Second), Canary: canary(d, 1, 0),
+				CanaryPods: []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Name: "web-canary-abc-x1"}, Status: corev1.PodStatus{Phase: corev1.PodFailed, Reason: "containerFailed"}}}},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, rollout.RollingBack, p.State.Phase)
+				assert.Equal(t, "canary pod web-canary-abc-x1 failed (containerFailed)", p.State.Reason.Message)
+				assert.Equal(t, "pod-failed", p.State.Reason.Check)
+				assert.Equal(t, int32(25), p.State.Reason.Weight)
+				assert.Equal(t, ptr.To[int32](0), p.CanaryReplicas)
+			},
+		},
+		{
+			name: "restarts beyond maxRestarts roll back",
+			o: Observed{Deployment: d, State: holding(state(rollout.Progressing, 0), 10*time.Second), Canary: canary(d, 1, 1),
+				CanaryPods: []corev1.Pod{{Status: corev1.PodStatus{Phase: corev1.PodRunning, ContainerStatuses: []corev1.ContainerStatus{{RestartCount: 1}}}}}},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, rollout.RollingBack, p.State.Phase)
+				assert.Equal(t, &rollout.Reason{Check: "restarts", Value: ptr.To(1.0), Bound: ptr.To(0.0), Step: 0, Weight: 5, Message: "canary containers restarted 1 times > 0"}, p.State.Reason)
+			},
+		},
+		{
+			name: "rollback waits until the canary has no pods",
+			o: Observed{Deployment: d, State: func() *rollout.State {
+				s := state(rollout.RollingBack, 1)
+				s.Reason = &rollout.Reason{Check: "error-rate", Step: 1, Weight: 25, Message: "error-rate 0.2 > 0.01"}
+				s.FailedAt = ago(time.Second)
+				return s
+			}(), Canary: canary(d, 0, 0), CanaryPods: []corev1.Pod{{}}, StableTemplate: stableTemplate()},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, rollout.RollingBack, p.State.Phase)
+				assert.Equal(t, ptr.To[int32](0), p.CanaryReplicas)
+				assert.Nil(t, p.Template)
+				assert.True(t, p.Paused)
+				assert.False(t, p.CanaryGone)
+			},
+		},
+		{
+			name: "rollback restores the stable template and unpauses once the canary is gone",
+			o: Observed{Deployment: d, State: func() *rollout.State {
+				s := state(rollout.RollingBack, 1)
+				s.Reason = &rollout.Reason{Check: "error-rate", Value: ptr.To(0.2), Bound: ptr.To(0.01), Step: 1, Weight: 25, Message: "error-rate 0.2 > 0.01"}
+				s.FailedAt = ago(time.Second)
+				return s
+			}(), Canary: canary(d, 0, 0), StableTemplate: stableTemplate(),
+				CanaryPods: []corev1.Pod{{Status: corev1.PodStatus{Phase: corev1.PodFailed}}}},
+			check: func(t *testing.T, p Plan) {
+				assert.Nil(t, p.State, "a failed pod serves nothing: it does not hold the rollback")
+				assert.Equal(t, stableTemplate(), p.Template)
+				assert.False(t, p.Paused)
+				assert.Nil(t, p.CanaryReplicas)
+				assert.True(t, p.CanaryGone)
+				require.NotNil(t, p.Outcome)
+				assert.Equal(t, rollout.RolledBack, p.Outcome.Phase)
+				assert.Equal(t, "error-rate", p.Outcome.Reason.Check)
+				assert.Equal(t, []string{"Warning RolledBack: rolled back web: error-rate 0.2 > 0.01 at step 2 (25%); the stable version serves all 4 pods"}, events(p))
+			},
+		},
+		{
+			name: "a template reverted by the user ends as Aborted",
+			o:    Observed{Deployment: d, State: state(rollout.Aborted, 0), StableTemplate: stableTemplate()},
+			check: func(t *testing.T, p Plan) {
+				require.NotNil(t, p.Outcome)
+				assert.Equal(t, rollout.Aborted, p.Outcome.Phase)
+				assert.Equal(t, &rollout.Reason{Check: "user", Step: 0, Weight: 5, Message: "aborted by user"}, p.Outcome.Reason)
+				assert.False(t, p.Paused)
+			},
+		},
+		{
+			name: "the stable ReplicaSet gone: the rollback says what to do instead of guessing",
+			o:    Observed{Deployment: d, State: state(rollout.Aborted, 0)},
+			check: func(t *testing.T, p Plan) {
+				assert.Nil(t, p.Outcome)
+				assert.True(t, p.Paused, "never unpause onto the new version")
+				assert.Equal(t, []string{"Warning RollbackBlocked: cannot restore web: no ReplicaSet of the stable revision " + state(rollout.Aborted, 0).StableRevision + " remains"}, events(p))
+			},
+		},
+		{
+			name: "a manual approval step waits after its hold",
+			o: Observed{Deployment: d, State: func() *rollout.State {
+				s := state(rollout.Progressing, 2)
+				s.Policy.Steps[2].Approval = policy.ApprovalManual
+				return holding(s, time.Minute)
+			}(), Canary: canary(d, 4, 4)},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, rollout.Paused, p.State.Phase)
+				assert.Equal(t, "waiting for approval: kubectl fledge promote web", p.State.Message)
+				assert.Equal(t, []string{"Normal Approval: web held step 3 (50%) for 1m0s; waiting for approval: kubectl fledge promote web"}, events(p))
+			},
+		},
+		{
+			name: "pause holds the step even when its hold passed",
+			o:    Observed{Deployment: d, State: holding(state(rollout.Progressing, 0), time.Minute), Canary: canary(d, 1, 1), Command: CommandPause},
+			check: func(t *testing.T, p Plan) {
+				assert.True(t, p.ClearCommand)
+				assert.Equal(t, rollout.Paused, p.State.Phase)
+				assert.Equal(t, int32(0), p.State.Step)
+				assert.Equal(t, []string{"Normal Command: pause: web holds at step 1 (5%)"}, events(p))
+			},
+		},
+		{
+			name: "resume goes on from a pause",
+			o:    Observed{Deployment: d, State: holding(state(rollout.Paused, 0), 10*time.Second), Canary: canary(d, 1, 1), Command: CommandResume},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, rollout.Progressing, p.State.Phase)
+				assert.Equal(t, []string{"Normal Command: resume: web goes on at step 1 (5%)"}, events(p))
+			},
+		},
+		{
+			name: "promote leaves the step now",
+			o:    Observed{Deployment: d, State: holding(state(rollout.Progressing, 0), time.Second), Canary: canary(d, 1, 1), Command: CommandPromote},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, int32(1), p.State.Step)
+				assert.Equal(t, "Normal Command: promote: web leaves step 1 (5%) now", events(p)[0])
+			},
+		},
+		{
+			name: "promote-full skips to promotion",
+			o:    Observed{Deployment: d, State: holding(state(rollout.Progressing, 0), time.Second), Canary: canary(d, 1, 1), Command: CommandPromoteFull},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, rollout.Promoting, p.State.Phase)
+				assert.False(t, p.Paused)
+			},
+		},
+		{
+			name: "abort cuts the canary",
+			o:    Observed{Deployment: d, State: holding(state(rollout.Progressing, 1), time.Second), Canary: canary(d, 1, 1), Command: CommandAbort},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, rollout.Aborted, p.State.Phase)
+				assert.Equal(t, ptr.To[int32](0), p.CanaryReplicas)
+				assert.Equal(t, "user", p.State.Reason.Check)
+			},
+		},
+		{
+			name: "an unknown command is cleared with a warning",
+			o:    Observed{Deployment: d, State: holding(state(rollout.Progressing, 0), time.Second), Canary: canary(d, 1, 1), Command: "rollback"},
+			check: func(t *testing.T, p Plan) {
+				assert.True(t, p.ClearCommand)
+				assert.Equal(t, rollout.Progressing, p.State.Phase)
+				assert.Equal(t, []string{`Warning CommandIgnored: unknown command "rollback"; use promote, promote-full, abort, pause or resume`}, events(p))
+			},
+		},
+		{
+			name: "a failing check beyond failureLimit rolls back with the check's numbers",
+			o: Observed{Deployment: d, State: func() *rollout.State {
+				s := holding(withAnalysis(state(rollout.Progressing, 1)), 20*time.Second)
+				s.Analysis.Failures = 1
+				return s
+			}(), Canary: canary(d, 1, 1), Evaluation: &policy.Evaluation{At: now, Results: []policy.CheckResult{result("error-rate", policy.Fail, 0.2)}}},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, rollout.RollingBack, p.State.Phase)
+				assert.Equal(t, &rollout.Reason{Check: "error-rate", Value: ptr.To(0.2), Bound: ptr.To(0.01), Step: 1, Weight: 25, Message: "error-rate 0.2 > 0.01"}, p.State.Reason)
+				assert.Equal(t, ptr.To[int32](0), p.CanaryReplicas)
+			},
+		},
+		{
+			name: "inconclusive evidence never completes a hold",
+			o: Observed{Deployment: d, State: holding(withAnalysis(state(rollout.Progressing, 0)), 2*time.Minute), Canary: canary(d, 1, 1),
+				Evaluation: &policy.Evaluation{At: now, Results: []policy.CheckResult{{Check: "error-rate", Result: policy.Inconclusive, Reason: "no data for error-rate"}}}},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, int32(0), p.State.Step, "held 2m of 1m, but without passing evidence")
+				assert.Equal(t, policy.Counters{NoData: 1}, p.State.Analysis)
+				assert.Equal(t, 10*time.Second, p.RequeueAfter)
+			},
+		},
+		{
+			name: "passing evidence after the hold moves on",
+			o: Observed{Deployment: d, State: holding(withAnalysis(state(rollout.Progressing, 0)), 2*time.Minute), Canary: canary(d, 1, 1),
+				Evaluation: &policy.Evaluation{At: now, Results: []policy.CheckResult{result("error-rate", policy.Pass, 0.001)}}},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, int32(1), p.State.Step)
+			},
+		},
+		{
+			name: "capacity shift lowers stable only once the canary pods are Ready",
+			o: Observed{Deployment: web(10), State: func() *rollout.State {
+				s := state(rollout.Progressing, 1)
+				s.Policy.Capacity = policy.CapacityShift
+				s.Replicas = 10
+				s.StepStartedAt = ago(time.Second)
+				return s
+			}(), Canary: canary(web(10), 2, 1)},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, ptr.To[int32](2), p.CanaryReplicas, "25% of 10 is 2.5: the smaller")
+				assert.Nil(t, p.StableReplicas, "not before the canary is Ready")
+			},
+		},
+		{
+			name: "capacity shift with Ready canary pods lowers stable",
+			o: Observed{Deployment: web(10), State: func() *rollout.State {
+				s := state(rollout.Progressing, 1)
+				s.Policy.Capacity = policy.CapacityShift
+				s.Replicas = 10
+				s.StepStartedAt = ago(time.Second)
+				return s
+			}(), Canary: canary(web(10), 2, 2)},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, ptr.To[int32](8), p.StableReplicas)
+			},
+		},
+		{
+			name: "capacity shift falls back to surge with an HPA, and says so",
+			o: Observed{Deployment: web(10), HPA: true, State: func() *rollout.State {
+				s := state(rollout.Progressing, 0)
+				s.Policy.Capacity = policy.CapacityShift
+				return s
+			}()},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, ptr.To[int32](1), p.CanaryReplicas)
+				assert.Nil(t, p.StableReplicas)
+				assert.Equal(t, "Warning CapacitySurge: capacity shift falls back to surge for web: a HorizontalPodAutoscaler scales the Deployment", events(p)[0])
+			},
+		},
+		{
+			name: "kubectl scale of the stable Deployment during a surge rollout: the canary follows",
+			o:    Observed{Deployment: web(20), State: holding(state(rollout.Progressing, 1), 10*time.Second), Canary: canary(web(4), 1, 1)},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, ptr.To[int32](7), p.CanaryReplicas, "7 of 27 pods: nearest 25%")
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := tt.o
+			o.Now = now
+			before, err := o.State.Encode()
+			require.NoError(t, err)
+			tt.check(t, plan(o))
+			after, err := o.State.Encode()
+			require.NoError(t, err)
+			assert.Equal(t, before, after, "plan must not change what it observed")
+		})
+	}
+}
+
+func TestAnalysisDue(t *testing.T) {
+	s := holding(withAnalysis(state(rollout.Progressing, 0)), 30*time.Second)
+	assert.True(t, AnalysisDue(s, now), "never evaluated")
+	s.LastAnalysis = ago(5 * time.Second)
+	assert.False(t, AnalysisDue(s, now), "5s of a 10s interval")
+	s.LastAnalysis = ago(10 * time.Second)
+	assert.True(t, AnalysisDue(s, now))
+	s.HoldingSince = nil
+	assert.False(t, AnalysisDue(s, now), "canary pods not Ready yet")
+	assert.False(t, AnalysisDue(state(rollout.Progressing, 0), now), "no analysis in the policy")
+}

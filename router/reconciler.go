@@ -1,0 +1,403 @@
+package router
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	"github.com/fledge-dev/fledge/policy"
+	"github.com/fledge-dev/fledge/rollout"
+)
+
+// Analyzer evaluates a rollout's Prometheus checks once. An answer that is
+// not a clear pass or fail is an Inconclusive result, never an error.
+type Analyzer interface {
+	Analyze(ctx context.Context, a *policy.Analysis, s policy.Subject, at time.Time) policy.Evaluation
+}
+
+// Reconciler runs rollouts: observe → plan → apply.
+type Reconciler struct {
+	// Client reads from the manager's cache and writes to the apiserver.
+	Client client.Client
+	// APIReader reads what the cache does not hold (ReplicaSets, HPAs),
+	// only when a rollout needs them.
+	APIReader client.Reader
+	Events    recorder.EventRecorder
+	Clock     clock.PassiveClock
+	Analyzer  Analyzer
+	Metrics   *Metrics
+}
+
+// SetupWithManager registers the reconciler: it watches Deployments that
+// carry a rollout or a command, their canaries, and canary pods.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("router").
+		For(&appsv1.Deployment{}, builder.WithPredicates(predicate.NewPredicateFuncs(hasRolloutOrCommand))).
+		Owns(&appsv1.Deployment{}).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(stableOfCanaryPod)).
+		Complete(r)
+}
+
+func hasRolloutOrCommand(obj client.Object) bool {
+	a := obj.GetAnnotations()
+	return a[rollout.AnnotationState] != "" || a[rollout.AnnotationCommand] != ""
+}
+
+// stableOfCanaryPod maps a canary pod to its stable Deployment: a restart
+// or failure of a canary pod does not always change the canary's status.
+// The pod's ReplicaSet is named <name>-canary-<hash>.
+func stableOfCanaryPod(_ context.Context, obj client.Object) []reconcile.Request {
+	if obj.GetLabels()[rollout.LabelTrack] != rollout.TrackCanary {
+		return nil
+	}
+	owner := metav1.GetControllerOf(obj)
+	if owner == nil || owner.Kind != "ReplicaSet" {
+		return nil
+	}
+	i := strings.LastIndexByte(owner.Name, '-')
+	if i < 0 {
+		return nil
+	}
+	name, ok := strings.CutSuffix(owner.Name[:i], rollout.CanarySuffix)
+	if !ok {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: name}}}
+}
+
+// Reconcile implements reconcile.Reconciler.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	log := logf.FromContext(ctx)
+	var d appsv1.Deployment
+	if err := r.Client.Get(ctx, req.NamespacedName, &d); err != nil {
+		if apierrors.IsNotFound(err) {
+			// Its canary, owned by it, is garbage-collected.
+			r.Metrics.forget(req.Namespace, req.Name)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	if d.Labels[rollout.LabelTrack] == rollout.TrackCanary || !d.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	enabled, err := r.namespaceEnabled(ctx, d.Namespace)
+	if err != nil || !enabled {
+		// The router acts only in opted-in namespaces, whatever the
+		// annotations say.
+		return ctrl.Result{}, err
+	}
+	state, err := rollout.ParseState(&d)
+	if err != nil {
+		r.Events.Eventf(&d, nil, corev1.EventTypeWarning, "BadState", "Reconcile", "%v; abort with kubectl fledge abort %s", err, d.Name)
+		return ctrl.Result{}, nil
+	}
+	if state == nil {
+		return ctrl.Result{}, r.ignoreCommand(ctx, &d)
+	}
+
+	o, err := r.observe(ctx, &d, state)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	p := plan(o)
+	if err := r.apply(ctx, o, p); err != nil {
+		if apierrors.IsConflict(err) {
+			log.V(1).Info("conflict; observing again", "error", err.Error())
+			return ctrl.Result{Requeue: true}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: p.RequeueAfter}, nil
+}
+
+func (r *Reconciler) namespaceEnabled(ctx context.Context, name string) (bool, error) {
+	var ns corev1.Namespace
+	if err := r.Client.Get(ctx, client.ObjectKey{Name: name}, &ns); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	return ns.Labels[rollout.LabelEnabled] == "true", nil
+}
+
+// ignoreCommand clears a command sent while no rollout runs.
+func (r *Reconciler) ignoreCommand(ctx context.Context, d *appsv1.Deployment) error {
+	cmd := d.Annotations[rollout.AnnotationCommand]
+	if cmd == "" {
+		return nil
+	}
+	patched := d.DeepCopy()
+	delete(patched.Annotations, rollout.AnnotationCommand)
+	if err := r.Client.Patch(ctx, patched, client.MergeFromWithOptions(d, client.MergeFromWithOptimisticLock{})); err != nil {
+		return err
+	}
+	r.Events.Eventf(d, nil, corev1.EventTypeWarning, "CommandIgnored", "Command", "%s: no rollout of %s is running", cmd, d.Name)
+	return nil
+}
+
+// observe reads what plan needs.
+func (r *Reconciler) observe(ctx context.Context, d *appsv1.Deployment, s *rollout.State) (Observed, error) {
+	o := Observed{
+		Now:        r.Clock.Now(),
+		Deployment: d,
+		State:      s,
+		Command:    d.Annotations[rollout.AnnotationCommand],
+	}
+	canary, err := r.canary(ctx, d)
+	if err != nil {
+		return o, err
+	}
+	o.Canary = canary
+	if canary != nil {
+		if o.CanaryPods, err = r.canaryPods(ctx, d); err != nil {
+			return o, err
+		}
+	}
+	if s.Policy.Capacity == policy.CapacityShift {
+		if o.HPA, err = r.hasHPA(ctx, d); err != nil {
+			return o, err
+		}
+	}
+	needStable := s.Phase == rollout.RollingBack || s.Phase == rollout.Aborted || AnalysisDue(s, o.Now)
+	if needStable {
+		owned, err := r.replicaSets(ctx, d.Namespace, d.Spec.Selector)
+		if err != nil {
+			return o, err
+		}
+		stable := findReplicaSet(owned, d.UID, s.StableRevision)
+		if stable != nil {
+			o.StableTemplate = stable.Spec.Template.DeepCopy()
+			delete(o.StableTemplate.Labels, appsv1.DefaultDeploymentUniqueLabelKey)
+		}
+		if AnalysisDue(s, o.Now) && r.Analyzer != nil && canary != nil {
+			current := findReplicaSet(owned, canary.UID, rollout.TemplateHash(&canary.Spec.Template))
+			if current != nil && stable != nil {
+				subject := policy.Subject{
+					Namespace: d.Namespace, Deployment: d.Name,
+					CanaryPods: policy.PodsRegex(current.Name), StablePods: policy.PodsRegex(stable.Name),
+				}
+				e := r.Analyzer.Analyze(ctx, s.Policy.Analysis, subject, o.Now)
+				o.Evaluation = &e
+			}
+		}
+	}
+	return o, nil
+}
+
+// canary returns the Deployment's canary, or nil. A Deployment of that name
+// that fledge does not own is an error a person must resolve.
+func (r *Reconciler) canary(ctx context.Context, d *appsv1.Deployment) (*appsv1.Deployment, error) {
+	var c appsv1.Deployment
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: d.Namespace, Name: CanaryName(d.Name)}, &c)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !metav1.IsControlledBy(&c, d) {
+		return nil, fmt.Errorf("deployment %s/%s exists and is not the canary of %s: rename it or abort the rollout", c.Namespace, c.Name, d.Name)
+	}
+	return &c, nil
+}
+
+func (r *Reconciler) canaryPods(ctx context.Context, d *appsv1.Deployment) ([]corev1.Pod, error) {
+	sel, err := metav1.LabelSelectorAsSelector(CanarySelector(d))
+	if err != nil {
+		return nil, err
+	}
+	var pods corev1.PodList
+	if err := r.Client.List(ctx, &pods, client.InNamespace(d.Namespace), client.MatchingLabelsSelector{Selector: sel}); err != nil {
+		return nil, err
+	}
+	live := pods.Items[:0]
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp.IsZero() {
+			live = append(live, p)
+		}
+	}
+	return live, nil
+}
+
+func (r *Reconciler) hasHPA(ctx context.Context, d *appsv1.Deployment) (bool, error) {
+	var hpas autoscalingv2.HorizontalPodAutoscalerList
+	if err := r.APIReader.List(ctx, &hpas, client.InNamespace(d.Namespace)); err != nil {
+		return false, err
+	}
+	for _, h := range hpas.Items {
+		ref := h.Spec.ScaleTargetRef
+		if ref.Kind == "Deployment" && ref.Name == d.Name {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// replicaSets lists the ReplicaSets matching a selector, from the apiserver.
+func (r *Reconciler) replicaSets(ctx context.Context, ns string, selector *metav1.LabelSelector) ([]appsv1.ReplicaSet, error) {
+	sel, err := metav1.LabelSelectorAsSelector(selector)
+	if err != nil {
+		return nil, err
+	}
+	var rss appsv1.ReplicaSetList
+	if err := r.APIReader.List(ctx, &rss, client.InNamespace(ns), client.MatchingLabelsSelector{Selector: sel}); err != nil {
+		return nil, err
+	}
+	return rss.Items, nil
+}
+
+// findReplicaSet finds the ReplicaSet owned by owner whose template has hash.
+func findReplicaSet(rss []appsv1.ReplicaSet, owner types.UID, hash string) *appsv1.ReplicaSet {
+	for i := range rss {
+		ref := metav1.GetControllerOf(&rss[i])
+		if ref != nil && ref.UID == owner && rollout.TemplateHash(&rss[i].Spec.Template) == hash {
+			return &rss[i]
+		}
+	}
+	return nil
+}
+
+// apply carries out a plan: canary first (a rollback cuts traffic before
+// anything else), then the stable Deployment in one optimistic-concurrency
+// update, then the canary's removal, then Events and metrics.
+func (r *Reconciler) apply(ctx context.Context, o Observed, p Plan) error {
+	d := o.Deployment
+	if p.CanaryReplicas != nil {
+		if err := r.ensureCanary(ctx, d, o.Canary, *p.CanaryReplicas); err != nil {
+			return fmt.Errorf("set canary of %s/%s to %d pods: %w", d.Namespace, d.Name, *p.CanaryReplicas, err)
+		}
+	}
+	if err := r.updateStable(ctx, d, p); err != nil {
+		return fmt.Errorf("update %s/%s: %w", d.Namespace, d.Name, err)
+	}
+	if p.CanaryReplicas == nil && o.Canary != nil {
+		err := r.Client.Delete(ctx, o.Canary, client.Preconditions{UID: ptr.To(o.Canary.UID)})
+		if client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("delete canary %s/%s: %w", o.Canary.Namespace, o.Canary.Name, err)
+		}
+	}
+
+	for _, e := range p.Events {
+		r.Events.Eventf(d, nil, e.Type, e.Reason, "Rollout", "%s", e.Message)
+		logf.FromContext(ctx).Info(e.Message, "reason", e.Reason)
+	}
+	if p.CanaryGone && o.State.FailedAt != nil {
+		r.Metrics.rollbackSeconds.Observe(o.Now.Sub(o.State.FailedAt.Time).Seconds())
+	}
+	if o.Evaluation != nil {
+		r.Metrics.evaluation(o.Evaluation)
+	}
+	if p.Outcome != nil {
+		r.Metrics.outcome(p.Outcome)
+		r.Metrics.forget(d.Namespace, d.Name)
+	} else if p.State != nil {
+		var canary int32
+		if o.Canary != nil {
+			canary = o.Canary.Status.ReadyReplicas
+		}
+		r.Metrics.observeRollout(d.Namespace, d.Name, p.State, targetWeight(p.State), EffectiveWeight(canary, d.Status.ReadyReplicas))
+	}
+	return nil
+}
+
+func targetWeight(s *rollout.State) int32 {
+	if int(s.Step) < len(s.Policy.Steps) {
+		return s.Policy.Steps[s.Step].Weight
+	}
+	return 100
+}
+
+// ensureCanary creates or updates the canary with replicas pods.
+func (r *Reconciler) ensureCanary(ctx context.Context, d, existing *appsv1.Deployment, replicas int32) error {
+	if existing == nil {
+		if replicas == 0 {
+			return nil
+		}
+		c := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: CanaryName(d.Name), Namespace: d.Namespace}}
+		setCanarySpec(c, d, replicas)
+		if err := controllerutil.SetControllerReference(d, c, r.Client.Scheme()); err != nil {
+			return err
+		}
+		return r.Client.Create(ctx, c)
+	}
+	c := existing.DeepCopy()
+	setCanarySpec(c, d, replicas)
+	if equalCanary(existing, c) {
+		return nil
+	}
+	return r.Client.Update(ctx, c)
+}
+
+func equalCanary(a, b *appsv1.Deployment) bool {
+	return ptr.Deref(a.Spec.Replicas, 0) == ptr.Deref(b.Spec.Replicas, 0) &&
+		rollout.TemplateHash(&a.Spec.Template) == rollout.TemplateHash(&b.Spec.Template) &&
+		a.Annotations[rollout.AnnotationSkip] == "true" &&
+		a.Spec.MinReadySeconds == b.Spec.MinReadySeconds
+}
+
+// updateStable writes the stable Deployment's part of a plan, with the
+// resourceVersion it was read at: a concurrent change makes it fail with a
+// conflict and the reconcile starts over from a fresh read.
+func (r *Reconciler) updateStable(ctx context.Context, d *appsv1.Deployment, p Plan) error {
+	u := d.DeepCopy()
+	if u.Annotations == nil {
+		u.Annotations = map[string]string{}
+	}
+	if p.State != nil {
+		encoded, err := p.State.Encode()
+		if err != nil {
+			return err
+		}
+		u.Annotations[rollout.AnnotationState] = encoded
+	} else {
+		delete(u.Annotations, rollout.AnnotationState)
+	}
+	if p.Outcome != nil {
+		encoded, err := p.Outcome.Encode()
+		if err != nil {
+			return err
+		}
+		u.Annotations[rollout.AnnotationLast] = encoded
+	}
+	if p.ClearCommand {
+		delete(u.Annotations, rollout.AnnotationCommand)
+	}
+	u.Spec.Paused = p.Paused
+	if p.Template != nil {
+		u.Spec.Template = *p.Template
+	}
+	if p.StableReplicas != nil {
+		u.Spec.Replicas = p.StableReplicas
+	}
+	if equalStable(d, u) {
+		return nil
+	}
+	return r.Client.Update(ctx, u)
+}
+
+func equalStable(a, b *appsv1.Deployment) bool {
+	return a.Spec.Paused == b.Spec.Paused &&
+		ptr.Deref(a.Spec.Replicas, 1) == ptr.Deref(b.Spec.Replicas, 1) &&
+		rollout.TemplateHash(&a.Spec.Template) == rollout.TemplateHash(&b.Spec.Template) &&
+		a.Annotations[rollout.AnnotationState] == b.Annotations[rollout.AnnotationState] &&
+		a.Annotations[rollout.AnnotationLast] == b.Annotations[rollout.AnnotationLast] &&
+		a.Annotations[rollout.AnnotationCommand] == b.Annotations[rollout.AnnotationCommand]
+}

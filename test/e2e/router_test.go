@@ -1,0 +1,316 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
+
+	"github.com/fledge-dev/fledge/rollout"
+)
+
+// fastPolicy is the team policy of the router tests: the default steps with
+// short holds.
+const fastPolicy = `apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: fledge-policy
+  namespace: %s
+  labels: {fledge.dev/policy: "true"}
+data:
+  policy.yaml: |
+    steps:
+    - {weight: 5, hold: %s}
+    - {weight: 25, hold: %s}
+    - {weight: 50, hold: %s}
+    health:
+      readyTimeout: 20s
+`
+
+// rolloutNamespace makes an opted-in namespace with a fast policy (holds
+// of hold each) and web at v1 with replicas pods.
+func rolloutNamespace(t *testing.T, name, hold string, replicas int) string {
+	t.Helper()
+	ns := namespace(t, name, true)
+	_, stderr, err := kubectl(t, fmt.Sprintf(fastPolicy, ns, hold, hold, hold), "apply", "-f", "-")
+	require.NoError(t, err, stderr)
+	deployed(t, ns, "v1", replicas)
+	return ns
+}
+
+// release applies web at tag and returns kubectl's warnings.
+func release(t *testing.T, ns, tag string, replicas int, extraPodLabels ...string) string {
+	t.Helper()
+	manifest := app(ns, tag, replicas)
+	if len(extraPodLabels) > 0 {
+		manifest = strings.Replace(manifest, "labels: {app: web}", "labels: {app: web, "+strings.Join(extraPodLabels, ", ")+"}", 1)
+	}
+	_, stderr, err := kubectl(t, manifest, "apply", "-f", "-")
+	require.NoError(t, err, stderr)
+	return stderr
+}
+
+// waitState waits until the rollout state satisfies cond, and returns it.
+func waitState(t *testing.T, ns, what string, cond func(*rollout.State) bool) *rollout.State {
+	t.Helper()
+	var got *rollout.State
+	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, 90*time.Second, true, func(ctx context.Context) (bool, error) {
+		s, err := rollout.ParseState(get(t, ns, "web"))
+		if err != nil {
+			return false, err
+		}
+		got = s
+		return s != nil && cond(s), nil
+	})
+	require.NoError(t, err, "waiting for %s; last state: %+v", what, got)
+	return got
+}
+
+// waitOutcome waits until the rollout is over and returns its outcome.
+func waitOutcome(t *testing.T, ns string) *rollout.Outcome {
+	t.Helper()
+	var out *rollout.Outcome
+	eventually90(t, "the rollout to end", func(ctx context.Context) (bool, error) {
+		d := get(t, ns, "web")
+		if d.Annotations[rollout.AnnotationState] != "" {
+			return false, nil
+		}
+		o, err := rollout.ParseOutcome(d)
+		out = o
+		return o != nil, err
+	})
+	return out
+}
+
+func eventually90(t *testing.T, what string, cond func(ctx context.Context) (bool, error)) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, 90*time.Second, true, cond)
+	require.NoError(t, err, "waiting for %s", what)
+}
+
+// tracks counts the ready endpoints of Service web by the track of their pod.
+func tracks(t *testing.T, ns string) map[string]int {
+	t.Helper()
+	ctx := t.Context()
+	slices, err := theLab.Client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=web"})
+	require.NoError(t, err)
+	pods, err := theLab.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	require.NoError(t, err)
+	track := map[string]string{}
+	for _, p := range pods.Items {
+		track[p.Name] = p.Labels[rollout.LabelTrack]
+		if track[p.Name] == "" {
+			track[p.Name] = rollout.TrackStable
+		}
+	}
+	counts := map[string]int{}
+	for _, s := range slices.Items {
+		for _, e := range s.Endpoints {
+			if ptr.Deref(e.Conditions.Ready, false) && e.TargetRef != nil {
+				counts[track[e.TargetRef.Name]]++
+			}
+		}
+	}
+	return counts
+}
+
+// canaryReplicas is the canary Deployment's ready replicas, or -1 without one.
+func canaryReplicas(t *testing.T, ns string) int32 {
+	c, err := theLab.Client.AppsV1().Deployments(ns).Get(t.Context(), "web-canary", metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return -1
+	}
+	require.NoError(t, err)
+	return c.Status.ReadyReplicas
+}
+
+// stableRS returns the replicas of web's own ReplicaSets by image.
+func stableRS(t *testing.T, ns string) map[string]int32 {
+	t.Helper()
+	rss, err := theLab.Client.AppsV1().ReplicaSets(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app=web,!" + rollout.LabelTrack})
+	require.NoError(t, err)
+	out := map[string]int32{}
+	for _, rs := range rss.Items {
+		if n := *rs.Spec.Replicas; n > 0 {
+			out[rs.Spec.Template.Spec.Containers[0].Image] = n
+		}
+	}
+	return out
+}
+
+// eventMessages returns the messages of web's Events with reason.
+func eventMessages(t *testing.T, ns, reason string) []string {
+	t.Helper()
+	evs, err := theLab.Client.CoreV1().Events(ns).List(t.Context(), metav1.ListOptions{FieldSelector: "involvedObject.name=web,reason=" + reason})
+	require.NoError(t, err)
+	var out []string
+	for _, e := range evs.Items {
+		out = append(out, e.Message)
+	}
+	return out
+}
+
+func imagesOfPods(t *testing.T, ns string) map[string]int {
+	pods, err := theLab.Client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app=web"})
+	require.NoError(t, err)
+	out := map[string]int{}
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil {
+			out[p.Spec.Containers[0].Image]++
+		}
+	}
+	return out
+}
+
+func TestHealthyReleaseIsPromotedThroughEveryStep(t *testing.T) {
+	ns := rolloutNamespace(t, "router-healthy", "3s", 6)
+	release(t, ns, "v2", 6)
+
+	// 6 stable pods: 5% → 1 canary (14.3%), 25% → 2 (25%), 50% → 6 (50%).
+	for step, want := range []int{1, 2, 6} {
+		waitState(t, ns, fmt.Sprintf("step %d holding", step+1), func(s *rollout.State) bool {
+			return s.Step == int32(step) && s.HoldingSince != nil
+		})
+		assert.Equal(t, map[string]int32{"fledge/demo:v1": 6}, stableRS(t, ns), "step %d: stable stays on v1", step+1)
+		assert.Equal(t, int32(want), canaryReplicas(t, ns), "step %d", step+1)
+		eventually(t, "endpoints of the step", func(ctx context.Context) (bool, error) {
+			return assert.ObjectsAreEqual(map[string]int{"stable": 6, "canary": want}, tracks(t, ns)), nil
+		})
+	}
+
+	out := waitOutcome(t, ns)
+	assert.Equal(t, rollout.Succeeded, out.Phase)
+	require.Len(t, out.History, 3)
+	for i, want := range []float64{100.0 / 7, 25, 50} {
+		assert.InDelta(t, want, out.History[i].Effective, 0.01, "step %d effective weight", i+1)
+	}
+	assert.Equal(t, -1, int(canaryReplicas(t, ns)), "no canary remains")
+	d := get(t, ns, "web")
+	assert.False(t, d.Spec.Paused)
+	_, stderr, err := kubectl(t, "", "rollout", "status", "deployment/web", "-n", ns, "--timeout=60s")
+	require.NoError(t, err, stderr)
+	eventually(t, "only v2 pods", func(ctx context.Context) (bool, error) {
+		return assert.ObjectsAreEqual(map[string]int{"fledge/demo:v2": 6}, imagesOfPods(t, ns)), nil
+	})
+	assert.Equal(t, []string{"promoted web: all 6 pods run the new version"}, eventMessages(t, ns, "Succeeded"))
+}
+
+func TestCrashingReleaseIsRolledBack(t *testing.T) {
+	ns := rolloutNamespace(t, "router-crash", "3s", 4)
+	release(t, ns, "v3", 4, `pod-container-running-failed.stage.kwok.x-k8s.io: "true"`)
+
+	out := waitOutcome(t, ns)
+	assert.Equal(t, rollout.RolledBack, out.Phase)
+	require.NotNil(t, out.Reason)
+	assert.Equal(t, "pod-failed", out.Reason.Check)
+	assert.Equal(t, int32(0), out.Reason.Step)
+
+	d := get(t, ns, "web")
+	assert.False(t, d.Spec.Paused)
+	assert.Equal(t, "fledge/demo:v1", d.Spec.Template.Spec.Containers[0].Image)
+	assert.Equal(t, map[string]string{"app": "web"}, d.Spec.Template.Labels, "the stable labels are back")
+	assert.Equal(t, -1, int(canaryReplicas(t, ns)))
+	eventually(t, "only v1 pods", func(ctx context.Context) (bool, error) {
+		return assert.ObjectsAreEqual(map[string]int{"fledge/demo:v1": 4}, imagesOfPods(t, ns)), nil
+	})
+	msgs := eventMessages(t, ns, "RolledBack")
+	require.Len(t, msgs, 1)
+	assert.Regexp(t, `^rolled back web: canary pod web-canary-\w+-\w+ failed \(container app: containerFailed, exit code 1\) at step 1 \(5%\); the stable version serves all 4 pods$`, msgs[0])
+}
+
+func TestRevertMidRolloutAborts(t *testing.T) {
+	ns := rolloutNamespace(t, "router-revert", "30s", 4)
+	release(t, ns, "v2", 4)
+	waitState(t, ns, "the canary holding", func(s *rollout.State) bool { return s.HoldingSince != nil })
+
+	warnings := release(t, ns, "v1", 4)
+	assert.Contains(t, warnings, "fledge: rollout of web aborted: the template is back to the stable version")
+	out := waitOutcome(t, ns)
+	assert.Equal(t, rollout.Aborted, out.Phase)
+	assert.Equal(t, "aborted by user", out.Reason.Message)
+	assert.Equal(t, -1, int(canaryReplicas(t, ns)))
+	d := get(t, ns, "web")
+	assert.False(t, d.Spec.Paused)
+	assert.Equal(t, map[string]int32{"fledge/demo:v1": 4}, stableRS(t, ns))
+}
+
+func TestNewRevisionMidRolloutSupersedes(t *testing.T) {
+	ns := rolloutNamespace(t, "router-supersede", "30s", 4)
+	release(t, ns, "v2", 4)
+	first := waitState(t, ns, "the canary holding", func(s *rollout.State) bool { return s.HoldingSince != nil })
+
+	warnings := release(t, ns, "v4", 4)
+	assert.Contains(t, warnings, "fledge: a new revision of web supersedes the canary; restarting at step 1")
+	s := waitState(t, ns, "v4 holding at step 1", func(s *rollout.State) bool {
+		return s.CanaryRevision != first.CanaryRevision && s.HoldingSince != nil
+	})
+	assert.Equal(t, int32(0), s.Step)
+	assert.Equal(t, first.StableRevision, s.StableRevision)
+	c, err := theLab.Client.AppsV1().Deployments(ns).Get(t.Context(), "web-canary", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, "fledge/demo:v4", c.Spec.Template.Spec.Containers[0].Image)
+	eventually(t, "only v4 canary pods", func(ctx context.Context) (bool, error) {
+		return assert.ObjectsAreEqual(map[string]int{"fledge/demo:v1": 4, "fledge/demo:v4": 1}, imagesOfPods(t, ns)), nil
+	})
+}
+
+func TestDeletingTheDeploymentDeletesTheCanary(t *testing.T) {
+	ns := rolloutNamespace(t, "router-delete", "30s", 2)
+	release(t, ns, "v2", 2)
+	waitState(t, ns, "the canary holding", func(s *rollout.State) bool { return s.HoldingSince != nil })
+
+	require.NoError(t, theLab.Client.AppsV1().Deployments(ns).Delete(t.Context(), "web", metav1.DeleteOptions{}))
+	eventually(t, "the canary garbage-collected", func(ctx context.Context) (bool, error) {
+		_, err := theLab.Client.AppsV1().Deployments(ns).Get(ctx, "web-canary", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+}
+
+func TestScalingTheStableDeploymentMovesTheCanary(t *testing.T) {
+	ns := rolloutNamespace(t, "router-scale", "60s", 4)
+	release(t, ns, "v2", 4)
+	waitState(t, ns, "the canary holding", func(s *rollout.State) bool { return s.HoldingSince != nil })
+	require.Equal(t, int32(1), canaryReplicas(t, ns), "5% of 4: one pod")
+
+	_, stderr, err := kubectl(t, "", "scale", "deployment/web", "-n", ns, "--replicas=40")
+	require.NoError(t, err, stderr)
+	// 5% of 40 stable: c*=2.1 → 2 (4.8%).
+	eventually(t, "the canary at 2 pods", func(ctx context.Context) (bool, error) {
+		return canaryReplicas(t, ns) == 2, nil
+	})
+	assert.Equal(t, int32(40), *get(t, ns, "web").Spec.Replicas)
+}
+
+func TestManagerRestartResumesTheStep(t *testing.T) {
+	ns := rolloutNamespace(t, "router-restart", "8s", 4)
+	release(t, ns, "v2", 4)
+	before := waitState(t, ns, "step 2 holding", func(s *rollout.State) bool { return s.Step == 1 && s.HoldingSince != nil })
+
+	fledge.Stop()
+	time.Sleep(3 * time.Second)
+	during, err := rollout.ParseState(get(t, ns, "web"))
+	require.NoError(t, err)
+	assert.Equal(t, before.Step, during.Step, "nothing moves while the manager is down")
+
+	restarted, err := theLab.StartFledge(t.Context(), fledge.Binary)
+	require.NoError(t, err)
+	fledge = restarted
+
+	out := waitOutcome(t, ns)
+	assert.Equal(t, rollout.Succeeded, out.Phase)
+	require.Len(t, out.History, 3, "each step exactly once")
+	for i, h := range out.History {
+		assert.Equal(t, int32(i), h.Step)
+	}
+	assert.Equal(t, before.History[1].Started, out.History[1].Started, "step 2 was resumed, not restarted")
+	assert.GreaterOrEqual(t, out.History[1].Ended.Sub(before.HoldingSince.Time), 8*time.Second, "step 2 held its full 8s")
+}
