@@ -40,6 +40,8 @@ func (p Phase) Finishing() bool {
 
 // State is the rollout in progress, kept as JSON in AnnotationState. It is
 // the only place the rollout's state lives: a restarted manager resumes from it.
+// Times are MicroTime: a hold of a few seconds must not lose up to a second
+// to metav1.Time's whole-second encoding.
 type State struct {
 	Phase Phase `json:"phase"`
 	// Step indexes Policy.Steps.
@@ -51,11 +53,11 @@ type State struct {
 	// Policy is a snapshot: editing the ConfigMap does not change a running rollout.
 	Policy       policy.Policy `json:"policy"`
 	PolicySource string        `json:"policySource"`
-	StartedAt    metav1.Time   `json:"startedAt"`
+	StartedAt    metav1.MicroTime   `json:"startedAt"`
 	// StepStartedAt is when the current step began (its canary pods were
 	// scaled); HoldingSince is when they were all Ready, which starts the hold.
-	StepStartedAt *metav1.Time `json:"stepStartedAt,omitempty"`
-	HoldingSince  *metav1.Time `json:"holdingSince,omitempty"`
+	StepStartedAt *metav1.MicroTime `json:"stepStartedAt,omitempty"`
+	HoldingSince  *metav1.MicroTime `json:"holdingSince,omitempty"`
 	// Replicas is the user's total for capacity shift, remembered because
 	// the stable Deployment's own count is lowered during the rollout.
 	Replicas int32 `json:"replicas,omitempty"`
@@ -64,13 +66,13 @@ type State struct {
 	// Checks what that evaluation found. They live here so that a restarted
 	// manager neither forgets a failure nor evaluates early.
 	Analysis     policy.Counters      `json:"analysis,omitzero"`
-	LastAnalysis *metav1.Time         `json:"lastAnalysis,omitempty"`
+	LastAnalysis *metav1.MicroTime         `json:"lastAnalysis,omitempty"`
 	Checks       []policy.CheckResult `json:"checks,omitempty"`
 	// PassedSince is when the step last began to have passing evidence.
-	PassedSince *metav1.Time `json:"passedSince,omitempty"`
+	PassedSince *metav1.MicroTime `json:"passedSince,omitempty"`
 	// FailedAt is when the verdict that ends the rollout was reached, to
 	// measure how long cutting the canary took.
-	FailedAt *metav1.Time `json:"failedAt,omitempty"`
+	FailedAt *metav1.MicroTime `json:"failedAt,omitempty"`
 	// Reason says why the rollout is rolling back or aborted.
 	Reason *Reason `json:"reason,omitempty"`
 	// History records each step that was reached.
@@ -100,8 +102,8 @@ type StepRecord struct {
 	Effective float64      `json:"effective"`
 	Canary    int32        `json:"canary"`
 	Stable    int32        `json:"stable"`
-	Started   metav1.Time  `json:"started"`
-	Ended     *metav1.Time `json:"ended,omitempty"`
+	Started   metav1.MicroTime  `json:"started"`
+	Ended     *metav1.MicroTime `json:"ended,omitempty"`
 }
 
 // Outcome is the summary of a finished rollout, kept as JSON in
@@ -112,8 +114,8 @@ type Outcome struct {
 	StableRevision string       `json:"stableRevision"`
 	CanaryRevision string       `json:"canaryRevision"`
 	Reason         *Reason      `json:"reason,omitempty"`
-	StartedAt      metav1.Time  `json:"startedAt"`
-	FinishedAt     metav1.Time  `json:"finishedAt"`
+	StartedAt      metav1.MicroTime  `json:"startedAt"`
+	FinishedAt     metav1.MicroTime  `json:"finishedAt"`
 	History        []StepRecord `json:"history,omitempty"`
 }
 

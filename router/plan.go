@@ -251,7 +251,7 @@ func (p *planner) progress() {
 }
 
 func (p *planner) startStep() {
-	now := metav1.NewTime(p.o.Now)
+	now := metav1.NewMicroTime(p.o.Now)
 	p.s.StepStartedAt = &now
 	p.s.HoldingSince = nil
 	p.s.PassedSince = nil
@@ -345,7 +345,7 @@ func (p *planner) waitReady(want int32) {
 }
 
 func (p *planner) startHolding(canary, stable int32) {
-	now := metav1.NewTime(p.o.Now)
+	now := metav1.NewMicroTime(p.o.Now)
 	p.s.HoldingSince = &now
 	p.s.History = append(p.s.History, rollout.StepRecord{
 		Step: p.s.Step, Weight: p.weight(), Effective: EffectiveWeight(canary, stable),
@@ -364,7 +364,7 @@ func (p *planner) analyse() bool {
 	}
 	if e := p.o.Evaluation; e != nil {
 		verdict, counters := policy.Judge(*e, p.s.Analysis, a)
-		at := metav1.NewTime(e.At)
+		at := metav1.NewMicroTime(e.At)
 		p.s.Analysis = counters
 		p.s.LastAnalysis = &at
 		p.s.Checks = e.Results
@@ -439,7 +439,7 @@ func (p *planner) hold() {
 // endStep closes the current step's history record.
 func (p *planner) endStep() {
 	if n := len(p.s.History); n > 0 && p.s.History[n-1].Step == p.s.Step && p.s.History[n-1].Ended == nil {
-		now := metav1.NewTime(p.o.Now)
+		now := metav1.NewMicroTime(p.o.Now)
 		p.s.History[n-1].Ended = &now
 	}
 }
@@ -497,7 +497,7 @@ func rolledOut(d *appsv1.Deployment, replicas *int32) bool {
 
 // fail starts a rollback for reason.
 func (p *planner) fail(reason rollout.Reason) {
-	now := metav1.NewTime(p.o.Now)
+	now := metav1.NewMicroTime(p.o.Now)
 	p.s.Phase = rollout.RollingBack
 	p.s.Reason = &reason
 	p.s.FailedAt = &now
@@ -509,7 +509,7 @@ func (p *planner) fail(reason rollout.Reason) {
 // unpauses, then removes the canary.
 func (p *planner) rollBack() {
 	if p.s.FailedAt == nil {
-		now := metav1.NewTime(p.o.Now)
+		now := metav1.NewMicroTime(p.o.Now)
 		p.s.FailedAt = &now
 	}
 	if p.s.Reason == nil {
@@ -567,7 +567,7 @@ func (p *planner) finish(phase rollout.Phase) {
 		CanaryRevision: p.s.CanaryRevision,
 		Reason:         p.s.Reason,
 		StartedAt:      p.s.StartedAt,
-		FinishedAt:     metav1.NewTime(p.o.Now),
+		FinishedAt:     metav1.NewMicroTime(p.o.Now),
 		History:        p.s.History,
 	}
 	p.plan.RequeueAfter = 0

@@ -17,7 +17,7 @@ import (
 
 var now = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
-func ago(d time.Duration) *metav1.Time { return ptr.To(metav1.NewTime(now.Add(-d))) }
+func ago(d time.Duration) *metav1.MicroTime { return ptr.To(metav1.NewMicroTime(now.Add(-d))) }
 
 // web is the stable Deployment: 4 replicas, paused on the new template v2.
 func web(replicas int32) *appsv1.Deployment {

@@ -112,7 +112,7 @@ func newState(u Update, stable, canary string) *rollout.State {
 		CanaryRevision: canary,
 		Policy:         *u.Policy.Policy,
 		PolicySource:   u.Policy.Source,
-		StartedAt:      metav1.NewTime(u.Now),
+		StartedAt:      metav1.NewMicroTime(u.Now),
 	}
 }
 

@@ -48,7 +48,7 @@ func running(phase rollout.Phase) *appsv1.Deployment {
 		CanaryRevision: rollout.TemplateHash(&d.Spec.Template),
 		Policy:         *policy.Default(),
 		PolicySource:   "default",
-		StartedAt:      metav1.NewTime(now.Add(-time.Minute)),
+		StartedAt:      metav1.NewMicroTime(now.Add(-time.Minute)),
 	}
 	encoded, err := s.Encode()
 	if err != nil {
@@ -104,7 +104,7 @@ func TestDecide(t *testing.T) {
 			name:         "a template change with a serving stable version starts a rollout",
 			update:       Update{Old: web("demo:v1"), New: web("demo:v2")},
 			wantPaused:   true,
-			wantState:    &rollout.State{Phase: rollout.Progressing, Step: 0, StableRevision: rollout.TemplateHash(&web("demo:v1").Spec.Template), CanaryRevision: rollout.TemplateHash(&web("demo:v2").Spec.Template), Policy: *policy.Default(), PolicySource: "default", StartedAt: metav1.NewTime(now)},
+			wantState:    &rollout.State{Phase: rollout.Progressing, Step: 0, StableRevision: rollout.TemplateHash(&web("demo:v1").Spec.Template), CanaryRevision: rollout.TemplateHash(&web("demo:v2").Spec.Template), Policy: *policy.Default(), PolicySource: "default", StartedAt: metav1.NewMicroTime(now)},
 			wantWarnings: []string{"fledge: canary rollout started for web: 5% → 25% → 50% → 100%"},
 		},
 		{
@@ -169,7 +169,7 @@ func TestDecide(t *testing.T) {
 			wantPaused: true,
 			wantState: &rollout.State{Phase: rollout.Progressing, Step: 0,
 				StableRevision: rollout.TemplateHash(&web("demo:v1").Spec.Template), CanaryRevision: rollout.TemplateHash(&web("demo:v3").Spec.Template),
-				Policy: *policy.Default(), PolicySource: "default", StartedAt: metav1.NewTime(now)},
+				Policy: *policy.Default(), PolicySource: "default", StartedAt: metav1.NewMicroTime(now)},
 			wantWarnings: []string{"fledge: a new revision of web supersedes the canary; restarting at step 1: 5% → 25% → 50% → 100%"},
 		},
 		{

@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -202,6 +204,38 @@ func TestHealthyReleaseIsPromotedThroughEveryStep(t *testing.T) {
 		return assert.ObjectsAreEqual(map[string]int{"fledge/demo:v2": 6}, imagesOfPods(t, ns)), nil
 	})
 	assert.Equal(t, []string{"promoted web: all 6 pods run the new version"}, eventMessages(t, ns, "Succeeded"))
+	logPhases(t, out)
+}
+
+// logPhases prints how long each phase of a finished rollout took.
+func logPhases(t *testing.T, out *rollout.Outcome) {
+	t.Helper()
+	last := out.StartedAt.Time
+	for _, h := range out.History {
+		end := out.FinishedAt.Time
+		if h.Ended != nil {
+			end = h.Ended.Time
+		}
+		t.Logf("step %d (%d%%, %.1f%% effective, %d canary / %d stable): %.1fs", h.Step+1, h.Weight, h.Effective, h.Canary, h.Stable, end.Sub(h.Started.Time).Seconds())
+		last = end
+	}
+	t.Logf("%s after the last step: %.1fs; whole rollout: %.1fs", out.Phase, out.FinishedAt.Sub(last).Seconds(), out.FinishedAt.Sub(out.StartedAt.Time).Seconds())
+}
+
+// metric returns the value of one sample of the manager's /metrics.
+func metric(t *testing.T, sample string) string {
+	t.Helper()
+	resp, err := http.Get(fledge.MetricsURL + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 func TestCrashingReleaseIsRolledBack(t *testing.T) {
@@ -222,6 +256,9 @@ func TestCrashingReleaseIsRolledBack(t *testing.T) {
 	eventually(t, "only v1 pods", func(ctx context.Context) (bool, error) {
 		return assert.ObjectsAreEqual(map[string]int{"fledge/demo:v1": 4}, imagesOfPods(t, ns)), nil
 	})
+	logPhases(t, out)
+	assert.Equal(t, "1", metric(t, `fledge_rollout_outcomes_total{outcome="RolledBack",reason="pod-failed"}`))
+	t.Logf("failing verdict to canary at zero pods: %ss over %s rollbacks", metric(t, "fledge_rollback_seconds_sum"), metric(t, "fledge_rollback_seconds_count"))
 	msgs := eventMessages(t, ns, "RolledBack")
 	require.Len(t, msgs, 1)
 	assert.Regexp(t, `^rolled back web: canary pod web-canary-\w+-\w+ failed \(container app: containerFailed, exit code 1\) at step 1 \(5%\); the stable version serves all 4 pods$`, msgs[0])
@@ -313,4 +350,40 @@ func TestManagerRestartResumesTheStep(t *testing.T) {
 	}
 	assert.Equal(t, before.History[1].Started, out.History[1].Started, "step 2 was resumed, not restarted")
 	assert.GreaterOrEqual(t, out.History[1].Ended.Sub(before.HoldingSince.Time), 8*time.Second, "step 2 held its full 8s")
+}
+
+func TestCommandsSteerTheRollout(t *testing.T) {
+	ns := rolloutNamespace(t, "router-commands", "2s", 4)
+	release(t, ns, "v2", 4)
+	waitState(t, ns, "the canary holding", func(s *rollout.State) bool { return s.HoldingSince != nil })
+
+	command := func(cmd string) {
+		t.Helper()
+		_, stderr, err := kubectl(t, "", "annotate", "deployment/web", "-n", ns, "--overwrite", rollout.AnnotationCommand+"="+cmd)
+		require.NoError(t, err, stderr)
+		eventually(t, cmd+" consumed", func(ctx context.Context) (bool, error) {
+			_, pending := get(t, ns, "web").Annotations[rollout.AnnotationCommand]
+			return !pending, nil
+		})
+	}
+
+	command("pause")
+	s := waitState(t, ns, "paused", func(s *rollout.State) bool { return s.Phase == rollout.Paused })
+	time.Sleep(3 * time.Second) // longer than the 2s hold
+	s2, err := rollout.ParseState(get(t, ns, "web"))
+	require.NoError(t, err)
+	assert.Equal(t, s.Step, s2.Step, "a paused rollout does not advance")
+	assert.Equal(t, rollout.Paused, s2.Phase)
+
+	command("resume")
+	waitState(t, ns, "moving again", func(s *rollout.State) bool { return s.Phase == rollout.Progressing })
+	command("promote-full")
+	out := waitOutcome(t, ns)
+	assert.Equal(t, rollout.Succeeded, out.Phase)
+
+	msgs := eventMessages(t, ns, "Command")
+	require.Len(t, msgs, 3)
+	assert.Regexp(t, `^pause: web holds at step \d \(\d+%\)$`, msgs[0])
+	assert.Regexp(t, `^resume: web goes on at step \d \(\d+%\)$`, msgs[1])
+	assert.Equal(t, "promote-full: web skips to promotion", msgs[2])
 }
