@@ -51,9 +51,9 @@ type State struct {
 	StableRevision string `json:"stableRevision"`
 	CanaryRevision string `json:"canaryRevision"`
 	// Policy is a snapshot: editing the ConfigMap does not change a running rollout.
-	Policy       policy.Policy `json:"policy"`
-	PolicySource string        `json:"policySource"`
-	StartedAt    metav1.MicroTime   `json:"startedAt"`
+	Policy       policy.Policy    `json:"policy"`
+	PolicySource string           `json:"policySource"`
+	StartedAt    metav1.MicroTime `json:"startedAt"`
 	// StepStartedAt is when the current step began (its canary pods were
 	// scaled); HoldingSince is when they were all Ready, which starts the hold.
 	StepStartedAt *metav1.MicroTime `json:"stepStartedAt,omitempty"`
@@ -66,7 +66,7 @@ type State struct {
 	// Checks what that evaluation found. They live here so that a restarted
 	// manager neither forgets a failure nor evaluates early.
 	Analysis     policy.Counters      `json:"analysis,omitzero"`
-	LastAnalysis *metav1.MicroTime         `json:"lastAnalysis,omitempty"`
+	LastAnalysis *metav1.MicroTime    `json:"lastAnalysis,omitempty"`
 	Checks       []policy.CheckResult `json:"checks,omitempty"`
 	// PassedSince is when the step last began to have passing evidence.
 	PassedSince *metav1.MicroTime `json:"passedSince,omitempty"`
@@ -99,9 +99,9 @@ type StepRecord struct {
 	Step   int32 `json:"step"`
 	Weight int32 `json:"weight"`
 	// Effective is the canary's share of pods that the counts gave, in percent.
-	Effective float64      `json:"effective"`
-	Canary    int32        `json:"canary"`
-	Stable    int32        `json:"stable"`
+	Effective float64           `json:"effective"`
+	Canary    int32             `json:"canary"`
+	Stable    int32             `json:"stable"`
 	Started   metav1.MicroTime  `json:"started"`
 	Ended     *metav1.MicroTime `json:"ended,omitempty"`
 }
@@ -110,13 +110,13 @@ type StepRecord struct {
 // AnnotationLast.
 type Outcome struct {
 	// Phase is Succeeded, RolledBack or Aborted.
-	Phase          Phase        `json:"phase"`
-	StableRevision string       `json:"stableRevision"`
-	CanaryRevision string       `json:"canaryRevision"`
-	Reason         *Reason      `json:"reason,omitempty"`
-	StartedAt      metav1.MicroTime  `json:"startedAt"`
-	FinishedAt     metav1.MicroTime  `json:"finishedAt"`
-	History        []StepRecord `json:"history,omitempty"`
+	Phase          Phase            `json:"phase"`
+	StableRevision string           `json:"stableRevision"`
+	CanaryRevision string           `json:"canaryRevision"`
+	Reason         *Reason          `json:"reason,omitempty"`
+	StartedAt      metav1.MicroTime `json:"startedAt"`
+	FinishedAt     metav1.MicroTime `json:"finishedAt"`
+	History        []StepRecord     `json:"history,omitempty"`
 }
 
 // ParseOutcome reads the last outcome of a Deployment; nil when none.
