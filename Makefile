@@ -6,7 +6,7 @@ SHELL := bash
 GO      ?= go
 BIN     := $(CURDIR)/bin
 # Programs of this checkout: the manager and plugin (cmd/) and the lab's command.
-PROGRAMS := $(wildcard ./cmd/*/) ./test/fledge-lab
+PROGRAMS := $(wildcard ./cmd/*/) ./test/fledge-lab ./test/demoapp
 # Lab tests start real processes; a cached result would hide a changed lab.
 TESTFLAGS ?= -count=1 -timeout 45m
 

@@ -1,17 +1,22 @@
 // Command fledge-lab runs fledge's local lab: a real Kubernetes control plane
 // (etcd, kube-apiserver, controller manager, scheduler) with kwok's fake nodes,
-// on 127.0.0.1, until Ctrl-C.
+// on 127.0.0.1, until Ctrl-C; and sends traffic to the lab's demo Services.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/fledge-dev/fledge/test/lab"
 )
@@ -19,62 +24,104 @@ import (
 const usage = `fledge-lab runs fledge's local lab: a real Kubernetes control plane on 127.0.0.1.
 
 Usage:
-  fledge-lab up [flags]    start the lab and keep it running until Ctrl-C or SIGTERM
+  fledge-lab up [flags]         start the lab and keep it running until Ctrl-C or SIGTERM
+  fledge-lab traffic [flags]    send requests to a Service of a running lab, as its users would
 
 With --fledge, the lab also runs the fledge manager built from this checkout
 (bin/fledge, from "make build"), its webhooks registered with the lab's
 apiserver, so fledge can be tried with plain kubectl.
 
-Flags of up:
+With --prometheus, the lab also runs Prometheus, and stands in for every
+Running pod of the image fledge/demo:<tag> with the demo app (bin/demoapp)
+on 127.0.0.1; Prometheus scrapes those pods with the labels namespace, pod
+and track. Pod IPs (198.18.0.0/16) are never contacted.
+
+traffic sends --rps requests a second to the ready endpoints of a Service,
+each to one chosen at random (as kube-proxy does), at 127.0.0.1 on the port
+the lab gave the pod; it prints one line a second with the requests and
+errors of each track and the canary's share, and a summary at the end.
 `
 
-// upOptions are the flags of up.
-type upOptions struct {
-	lab    lab.Options
-	fledge bool
-}
-
 func main() {
-	if len(os.Args) < 2 || os.Args[1] != "up" {
-		fmt.Fprint(os.Stderr, usage)
-		upFlags(nil).PrintDefaults()
+	if len(os.Args) < 2 {
+		printUsage()
 		os.Exit(2)
 	}
-	var opts upOptions
-	fs := upFlags(&opts)
-	_ = fs.Parse(os.Args[2:])
-	if err := up(opts); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch os.Args[1] {
+	case "up":
+		var opts upOptions
+		_ = upFlags(&opts).Parse(os.Args[2:])
+		err = up(ctx, opts)
+	case "traffic":
+		var opts trafficOptions
+		_ = trafficFlags(&opts).Parse(os.Args[2:])
+		err = traffic(ctx, opts, os.Stdout)
+	default:
+		printUsage()
+		os.Exit(2)
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "fledge-lab: %v\n", err)
 		os.Exit(1)
 	}
 }
 
+// printUsage prints the usage and the flags of both commands.
+func printUsage() {
+	fmt.Fprint(os.Stderr, usage)
+	fmt.Fprintln(os.Stderr, "\nFlags of up:")
+	upFlags(&upOptions{}).PrintDefaults()
+	fmt.Fprintln(os.Stderr, "\nFlags of traffic:")
+	trafficFlags(&trafficOptions{}).PrintDefaults()
+}
+
+// upOptions are the flags of up.
+type upOptions struct {
+	lab        lab.Options
+	fledge     bool
+	prometheus bool
+}
+
 func upFlags(opts *upOptions) *flag.FlagSet {
-	if opts == nil {
-		opts = &upOptions{}
-	}
 	fs := flag.NewFlagSet("up", flag.ExitOnError)
-	fs.Usage = func() { fmt.Fprint(os.Stderr, usage); fs.PrintDefaults() }
+	fs.Usage = printUsage
 	fs.IntVar(&opts.lab.Nodes, "nodes", 2, "number of fake nodes")
 	fs.StringVar(&opts.lab.BinDir, "bin-dir", "", "directory of the lab's programs (default: the checkout's bin/)")
 	fs.BoolVar(&opts.fledge, "fledge", false, "also run the fledge manager (bin/fledge) against the lab")
+	fs.BoolVar(&opts.prometheus, "prometheus", false, "also run Prometheus and the demo app (bin/demoapp) for fledge/demo pods")
 	return fs
 }
 
-func up(opts upOptions) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+// beside returns the path of a program built next to fledge-lab ("make build").
+func beside(flag, name string) (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(filepath.Dir(exe), name)
+	if _, err := os.Stat(path); err != nil {
+		return "", fmt.Errorf("--%s: %s is missing: run `make build`", flag, path)
+	}
+	return path, nil
+}
 
+func up(ctx context.Context, opts upOptions) error {
 	var manager string
 	if opts.fledge {
-		exe, err := os.Executable()
+		var err error
+		if manager, err = beside("fledge", "fledge"); err != nil {
+			return err
+		}
+	}
+	if opts.prometheus {
+		demo, err := beside("prometheus", "demoapp")
 		if err != nil {
 			return err
 		}
-		manager = filepath.Join(filepath.Dir(exe), "fledge")
-		if _, err := os.Stat(manager); err != nil {
-			return fmt.Errorf("--fledge: %s is missing: run `make build`", manager)
-		}
+		opts.lab.DemoApp, opts.lab.Prometheus = demo, true
 	}
 
 	start := time.Now()
@@ -91,9 +138,81 @@ func up(opts upOptions) error {
 		}
 		fmt.Printf("fledge-lab: fledge is running, webhooks at %s; its log: %s\n", f.WebhookURL, f.Log)
 	}
+	if opts.prometheus {
+		fmt.Printf("fledge-lab: pods of image %s:<tag> run the demo app on 127.0.0.1 (port in annotation %s); their log: %s\n",
+			lab.DemoImage, lab.PortAnnotation, filepath.Join(l.Dir, "pods.log"))
+		fmt.Printf("Prometheus: %s\n", l.PrometheusURL)
+	}
 	fmt.Printf("export KUBECONFIG=%s\n", l.Kubeconfig)
 	fmt.Println("fledge-lab: press Ctrl-C to stop")
 	<-ctx.Done()
 	fmt.Println("fledge-lab: stopping")
 	return nil
+}
+
+// trafficOptions are the flags of traffic.
+type trafficOptions struct {
+	namespace  string
+	service    string
+	rps        int
+	duration   time.Duration
+	kubeconfig string
+}
+
+func trafficFlags(opts *trafficOptions) *flag.FlagSet {
+	fs := flag.NewFlagSet("traffic", flag.ExitOnError)
+	fs.Usage = printUsage
+	fs.StringVar(&opts.namespace, "namespace", "default", "namespace of the Service")
+	fs.StringVar(&opts.service, "service", "", "the Service to send requests to (required)")
+	fs.IntVar(&opts.rps, "rps", 100, fmt.Sprintf("requests per second, 1 to %d", lab.MaxRPS))
+	fs.DurationVar(&opts.duration, "duration", 0, "how long to send (default: until Ctrl-C)")
+	fs.StringVar(&opts.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig of the lab (the one fledge-lab up prints)")
+	return fs
+}
+
+// traffic runs the generator, printing a line a second and a summary.
+func traffic(ctx context.Context, opts trafficOptions, out io.Writer) error {
+	if opts.service == "" {
+		return errors.New("traffic: --service is required")
+	}
+	if opts.rps < 1 || opts.rps > lab.MaxRPS {
+		return fmt.Errorf("traffic: --rps %d is not between 1 and %d", opts.rps, lab.MaxRPS)
+	}
+	if opts.kubeconfig == "" {
+		return errors.New("traffic: no kubeconfig: pass --kubeconfig or set KUBECONFIG to the one fledge-lab up prints")
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", opts.kubeconfig)
+	if err != nil {
+		return fmt.Errorf("traffic: %w", err)
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("traffic: %w", err)
+	}
+	if opts.duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, opts.duration)
+		defer cancel()
+	}
+	t := lab.NewTraffic(client, opts.namespace, opts.service, opts.rps)
+	t.OnSecond = func(s lab.TrafficStats) { fmt.Fprintf(out, "%s %s\n", s.From.Format("15:04:05"), s) }
+	fmt.Fprintf(out, "fledge-lab: sending %d requests a second to service %s/%s\n", opts.rps, opts.namespace, opts.service)
+	if err := t.Run(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintln(out, summary(t.Snapshot()))
+	return nil
+}
+
+// summary is the last line of traffic: what users got in all.
+func summary(s lab.TrafficStats) string {
+	if s.Requests() == 0 {
+		return "fledge-lab: no requests were sent"
+	}
+	errRate := 0.0
+	if n := s.Requests(); n > 0 {
+		errRate = 100 * float64(s.Errors()) / float64(n)
+	}
+	return fmt.Sprintf("fledge-lab: %d requests in %.1fs: %s; users saw %d errors (%.1f%%)",
+		s.Requests(), s.To.Sub(s.From).Seconds(), s, s.Errors(), errRate)
 }

@@ -35,6 +35,13 @@ type Options struct {
 	// Users are extra identities the apiserver accepts, each with its own
 	// token, for programs that must not act as the admin (see Lab.UserConfig).
 	Users []User
+	// DemoApp is the path of the demo app (test/demoapp, see BuildDemoApp).
+	// When set, the lab runs it as a process on 127.0.0.1 for every Running
+	// pod of DemoImage and writes its port in PortAnnotation.
+	DemoApp string
+	// Prometheus starts the lab's Prometheus, scraping the demo pods (see
+	// Lab.StartPrometheus and Lab.PrometheusURL).
+	Prometheus bool
 }
 
 // User is an identity of the lab's apiserver.
@@ -56,9 +63,15 @@ type Lab struct {
 	Dir string
 	// Nodes are the names of the fake nodes.
 	Nodes []string
+	// PrometheusURL is the lab's Prometheus (http://127.0.0.1:PORT), once
+	// started; it stays the same across StopPrometheus and StartPrometheus.
+	PrometheusURL string
 
 	procs []*process
 	users map[string]*rest.Config
+	bins  string      // the lab's programs
+	pods  *podRunner  // with Options.DemoApp
+	prom  *promServer // once StartPrometheus ran
 }
 
 // NodeAnnotation marks the Node objects kwok manages.
@@ -83,7 +96,7 @@ func Start(ctx context.Context, opts Options) (l *Lab, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("lab directory: %w", err)
 	}
-	l = &Lab{Dir: dir, users: map[string]*rest.Config{}}
+	l = &Lab{Dir: dir, bins: bins, users: map[string]*rest.Config{}}
 	defer func() {
 		if err != nil {
 			err = fmt.Errorf("%w\n%s", err, l.LogTails(20))
@@ -93,6 +106,16 @@ func Start(ctx context.Context, opts Options) (l *Lab, err error) {
 	}()
 	if err := l.start(ctx, bins, opts); err != nil {
 		return l, err
+	}
+	if opts.DemoApp != "" {
+		if err := l.startPods(ctx, opts.DemoApp); err != nil {
+			return l, err
+		}
+	}
+	if opts.Prometheus {
+		if err := l.StartPrometheus(ctx); err != nil {
+			return l, err
+		}
 	}
 	return l, nil
 }
@@ -211,7 +234,7 @@ func (l *Lab) start(ctx context.Context, bins string, opts Options) error {
 		"--secure-port=0",
 		"--controllers=*",
 		"--service-account-private-key-file="+pki.saKey,
-		"--root-ca-file="+pki.servingCert,
+		"--root-ca-file="+pki.caFile,
 	); err != nil {
 		return err
 	}
@@ -380,9 +403,14 @@ func (l *Lab) CreateNamespace(ctx context.Context, name string, labels map[strin
 	})
 }
 
-// Stop ends every program the lab started, newest first, and removes the
-// lab's directory. It is safe to call more than once.
+// Stop ends every program the lab started, newest first (the demo
+// processes before all), and removes the lab's directory. It is safe to call
+// more than once.
 func (l *Lab) Stop() {
+	if l.pods != nil {
+		l.pods.shutdown()
+		l.pods = nil
+	}
 	for i := len(l.procs) - 1; i >= 0; i-- {
 		l.procs[i].stop(10 * time.Second)
 	}
@@ -407,6 +435,10 @@ func (l *Lab) LogTails(n int) string {
 	var b strings.Builder
 	for _, p := range l.procs {
 		fmt.Fprintf(&b, "----- %s (last %d lines of %s)\n%s", p.name, n, p.logPath, p.tail(n))
+	}
+	if l.pods != nil {
+		runner := &process{logPath: l.pods.log.path}
+		fmt.Fprintf(&b, "----- pod runner (last %d lines of %s)\n%s", n, runner.logPath, runner.tail(n))
 	}
 	return b.String()
 }

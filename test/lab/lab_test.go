@@ -2,10 +2,17 @@ package lab_test
 
 import (
 	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -26,7 +33,30 @@ import (
 
 var theLab *lab.Lab
 
-func TestMain(m *testing.M) { os.Exit(lab.Run(m, lab.Options{}, &theLab)) }
+func TestMain(m *testing.M) { os.Exit(runLab(m)) }
+
+// runLab shares one lab among the package's tests, with the demo app built
+// from this checkout and Prometheus, so the demo pods really answer.
+func runLab(m *testing.M) int {
+	flag.Parse()
+	if testing.Short() {
+		return lab.Run(m, lab.Options{}, &theLab) // starts nothing
+	}
+	dir, err := os.MkdirTemp("", "fledge-lab-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	demo, err := lab.BuildDemoApp(ctx, dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return lab.Run(m, lab.Options{DemoApp: demo, Prometheus: true}, &theLab)
+}
 
 var podRange = netip.MustParsePrefix("198.18.0.0/16")
 
@@ -216,4 +246,199 @@ func TestStopEndsEveryProcessAndRemovesTheDirectory(t *testing.T) {
 	}
 	_, err = os.Stat(l.Dir)
 	assert.True(t, os.IsNotExist(err), "lab directory %s still exists", l.Dir)
+}
+
+// demoDeployment is a Deployment of the demo image whose pods carry
+// app=<app> and, when track is set, fledge.dev/track=<track>: the shape of
+// fledge's stable and canary Deployments behind one Service.
+func demoDeployment(name, app, track, image string, replicas int32, env ...corev1.EnvVar) *appsv1.Deployment {
+	d := deployment(name, image, replicas)
+	labels := map[string]string{"app": app}
+	if track != "" {
+		labels[lab.TrackLabel] = track
+	}
+	d.Spec.Selector.MatchLabels = labels
+	d.Spec.Template.Labels = labels
+	d.Spec.Template.Spec.Containers[0].Env = env
+	return d
+}
+
+// demoApp creates in ns a Service "web" (selector app=web) over the
+// Deployment "web" (stable pods of fledge/demo:v1) and "web-canary" (canary
+// pods of fledge/demo:v2 with canaryEnv), and waits until the Service has
+// stable+canary ready endpoints and every pod has its process. It returns
+// the pods.
+func demoApp(t *testing.T, ns string, stable, canary int32, canaryEnv ...corev1.EnvVar) []corev1.Pod {
+	t.Helper()
+	ctx := t.Context()
+	require.NoError(t, theLab.CreateNamespace(ctx, ns, nil))
+	c := theLab.Client
+	_, err := c.AppsV1().Deployments(ns).Create(ctx, demoDeployment("web", "web", "", "fledge/demo:v1", stable), metav1.CreateOptions{})
+	require.NoError(t, err)
+	if canary > 0 {
+		_, err = c.AppsV1().Deployments(ns).Create(ctx, demoDeployment("web-canary", "web", "canary", "fledge/demo:v2", canary, canaryEnv...), metav1.CreateOptions{})
+		require.NoError(t, err)
+	}
+	_, err = c.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": "web"},
+			Ports:    []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}},
+		},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+
+	return waitForDemoPods(t, ns, int(stable+canary))
+}
+
+// waitForDemoPods waits until ns has want pods with app=web, each with a
+// process (a port annotation), and the Service "web" has want ready
+// endpoints; it returns those pods.
+func waitForDemoPods(t *testing.T, ns string, want int) []corev1.Pod {
+	t.Helper()
+	var pods []corev1.Pod
+	eventually(t, fmt.Sprintf("%d ready endpoints whose pods have a port", want), func(ctx context.Context) (bool, error) {
+		list, err := theLab.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+		if err != nil {
+			return false, err
+		}
+		pods = list.Items
+		annotated := 0
+		for _, p := range pods {
+			if p.Annotations[lab.PortAnnotation] != "" {
+				annotated++
+			}
+		}
+		return len(pods) == want && annotated == want && readyEndpoints(ctx, t, ns, "web") == want, nil
+	})
+	return pods
+}
+
+// readyEndpoints counts the ready endpoints of a Service.
+func readyEndpoints(ctx context.Context, t *testing.T, ns, service string) int {
+	slices, err := theLab.Client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + service})
+	require.NoError(t, err)
+	n := 0
+	for _, s := range slices.Items {
+		for _, e := range s.Endpoints {
+			if ptr.Deref(e.Conditions.Ready, false) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// getLoopback sends GET / to a demo pod's process.
+func getLoopback(t *testing.T, port string) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://127.0.0.1:" + port + "/")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(body)
+}
+
+func TestDemoPodsAnswerOnLoopbackAndStopWithTheirPod(t *testing.T) {
+	ctx := t.Context()
+	ns := "lab-demo"
+	pods := demoApp(t, ns, 2, 1, corev1.EnvVar{Name: "ERROR_RATE", Value: "1"})
+	c := theLab.Client
+
+	pids := theLab.DemoPIDs()
+	for _, p := range pods {
+		port := p.Annotations[lab.PortAnnotation]
+		code, body := getLoopback(t, port)
+		if p.Labels[lab.TrackLabel] == "canary" {
+			assert.Equal(t, http.StatusInternalServerError, code, p.Name)
+			assert.Equal(t, "error v2\n", body, p.Name)
+		} else {
+			assert.Equal(t, http.StatusOK, code, p.Name)
+			assert.Equal(t, "ok v1\n", body, p.Name)
+		}
+		assert.NotZero(t, pids[ns+"/"+p.Name], "no process for %s", p.Name)
+	}
+
+	// A pod that kwok's chaos stage fails gets no process (a bare pod: a
+	// Deployment would replace it every second or two).
+	crash := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "crash", Labels: map[string]string{"pod-container-running-failed.stage.kwok.x-k8s.io": "true"}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "fledge/demo:v3"}}},
+	}
+	_, err := c.CoreV1().Pods(ns).Create(ctx, crash, metav1.CreateOptions{})
+	require.NoError(t, err)
+	eventually(t, "the crash pod Failed", func(ctx context.Context) (bool, error) {
+		p, err := c.CoreV1().Pods(ns).Get(ctx, "crash", metav1.GetOptions{})
+		return err == nil && p.Status.Phase == corev1.PodFailed, err
+	})
+
+	// Deleting a pod stops its process; its replacement gets another.
+	victim := pods[0]
+	for _, p := range pods {
+		if p.Labels[lab.TrackLabel] == "" {
+			victim = p
+		}
+	}
+	oldPID := pids[ns+"/"+victim.Name]
+	require.NotZero(t, oldPID)
+	require.NoError(t, c.CoreV1().Pods(ns).Delete(ctx, victim.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}))
+	eventually(t, fmt.Sprintf("pid %d of %s gone", oldPID, victim.Name), func(ctx context.Context) (bool, error) {
+		_, still := theLab.DemoPIDs()[ns+"/"+victim.Name]
+		return !still && errors.Is(syscall.Kill(oldPID, 0), syscall.ESRCH), nil
+	})
+	pods = waitForDemoPods(t, ns, 3)
+	for _, p := range pods {
+		assert.NotEqual(t, victim.Name, p.Name)
+		assert.NotZero(t, theLab.DemoPIDs()[ns+"/"+p.Name], "no process for %s", p.Name)
+	}
+	_, crashRuns := theLab.DemoPIDs()[ns+"/crash"]
+	assert.False(t, crashRuns, "the failed pod has a process")
+	crash, err = c.CoreV1().Pods(ns).Get(ctx, "crash", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.NotContains(t, crash.Annotations, lab.PortAnnotation)
+}
+
+// TestTrafficSharesFollowPodCounts sends traffic to a Service over 3 stable
+// pods and 1 canary pod answering 500 only: the canary gets a quarter of the
+// requests (kube-proxy's uniform choice), its errors are counted on its
+// track, and Prometheus counted exactly the same answers.
+func TestTrafficSharesFollowPodCounts(t *testing.T) {
+	ns := "lab-traffic"
+	demoApp(t, ns, 3, 1, corev1.EnvVar{Name: "ERROR_RATE", Value: "1"})
+
+	tr := lab.NewTraffic(theLab.Client, ns, "web", 800)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, tr.Run(ctx))
+
+	s := tr.Snapshot()
+	t.Logf("%d requests in 5s: %s", s.Requests(), s)
+	require.GreaterOrEqual(t, s.Requests(), 1000)
+	assert.Zero(t, s.NoEndpoint)
+	assert.ElementsMatch(t, []string{"stable", "canary"}, slices.Collect(maps.Keys(s.Tracks)))
+	assert.InDelta(t, 0.25, s.Share("canary"), 0.03, "canary share")
+	assert.Zero(t, s.Tracks["stable"].Errors)
+	assert.Equal(t, s.Tracks["canary"].Requests, s.Tracks["canary"].Errors, "every canary answer is a 500")
+
+	var perSecond int
+	for _, sec := range tr.Seconds() {
+		perSecond += sec.Requests()
+	}
+	assert.Equal(t, s.Requests(), perSecond, "the seconds add up to the total")
+
+	want := map[string]float64{
+		"stable 200": float64(s.Tracks["stable"].Requests),
+		"stable 500": 0,
+		"canary 200": 0,
+		"canary 500": float64(s.Tracks["canary"].Requests),
+	}
+	var got map[string]float64
+	eventually(t, "prometheus to count the same answers", func(ctx context.Context) (bool, error) {
+		got = map[string]float64{}
+		for _, sample := range promQuery(t, `sum by (track, code) (http_requests_total{namespace="`+ns+`"})`, time.Now()) {
+			got[string(sample.Metric["track"])+" "+string(sample.Metric["code"])] = float64(sample.Value)
+		}
+		return maps.Equal(want, got), nil
+	})
 }

@@ -1,0 +1,550 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+)
+
+// The lab's pod runner stands in for the container runtime of demo pods:
+// kwok makes pods Running with addresses nobody may contact, so for every
+// Running pod of the demo image the runner starts the demo app as a process
+// on 127.0.0.1 and tells the world where, in an annotation. Prometheus and
+// the traffic generator read that annotation; nothing reads pod IPs.
+
+// DemoImage is the image, without its tag, of the pods the runner stands in
+// for; the tag becomes the app's VERSION ("fledge/demo:v2" answers "ok v2").
+const DemoImage = "fledge/demo"
+
+// PortAnnotation holds the port on 127.0.0.1 of the process standing in for
+// a pod. A pod without it has no process (yet): not scraped, not sent traffic.
+const PortAnnotation = "lab.fledge.dev/port"
+
+// TrackLabel tells canary pods apart (see ARCHITECTURE.md); a pod without it
+// is on the stable track.
+const TrackLabel = "fledge.dev/track"
+
+// StableTrack is the track of a pod without TrackLabel.
+const StableTrack = "stable"
+
+// failingLabel is kwok's chaos stage: such a pod's container fails about a
+// second after it runs. Its pod gets no process, like a container that
+// crashes before it serves.
+const failingLabel = "pod-container-running-failed.stage.kwok.x-k8s.io"
+
+// podsLog is the runner's log in the lab directory: its own lines and every
+// demo process's output, each line prefixed with the pod.
+const podsLog = "pods.log"
+
+// BuildDemoApp builds the demo app of this checkout (test/demoapp) into dir
+// and returns its path, for Options.DemoApp.
+func BuildDemoApp(ctx context.Context, dir string) (string, error) {
+	bin, err := checkoutBin()
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "demoapp")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./test/demoapp")
+	cmd.Dir = filepath.Dir(bin)
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("lab: build the demo app: %w\n%s", err, msg)
+	}
+	return out, nil
+}
+
+// DemoPIDs returns the process IDs of the demo processes running now, by
+// "namespace/name" of their pod. It is empty without Options.DemoApp.
+func (l *Lab) DemoPIDs() map[string]int {
+	if l.pods == nil {
+		return map[string]int{}
+	}
+	return l.pods.pids()
+}
+
+// demoSpec is what a pod asks of its stand-in process.
+type demoSpec struct {
+	uid     types.UID
+	tag     string
+	env     []string // NAME=value: VERSION, the container's literal env, PORT last
+	skipped []string // env names the lab cannot resolve (valueFrom, envFrom)
+}
+
+// wantsDemo decides whether pod should have a demo process, and with what.
+// Only a pod that is Running on one of the lab's nodes, not being deleted,
+// not doomed by kwok's chaos stage, and with a container of DemoImage does.
+// The container's literal env values are passed on after VERSION=<tag>, so
+// a container that sets VERSION itself wins; PORT is the runner's alone.
+func wantsDemo(pod *corev1.Pod, nodes map[string]bool) (demoSpec, bool) {
+	if pod == nil || pod.DeletionTimestamp != nil || pod.Status.Phase != corev1.PodRunning ||
+		!nodes[pod.Spec.NodeName] || pod.Labels[failingLabel] == "true" {
+		return demoSpec{}, false
+	}
+	for _, c := range pod.Spec.Containers {
+		tag, ok := demoTag(c.Image)
+		if !ok {
+			continue
+		}
+		spec := demoSpec{uid: pod.UID, tag: tag, env: []string{"VERSION=" + tag}}
+		for _, e := range c.Env {
+			if e.ValueFrom != nil || e.Name == "PORT" {
+				spec.skipped = append(spec.skipped, e.Name)
+				continue
+			}
+			spec.env = append(spec.env, e.Name+"="+e.Value)
+		}
+		for _, from := range c.EnvFrom {
+			spec.skipped = append(spec.skipped, "envFrom "+envFromName(from))
+		}
+		return spec, true
+	}
+	return demoSpec{}, false
+}
+
+// demoTag returns the tag of an image of DemoImage ("latest" when it has none).
+func demoTag(image string) (string, bool) {
+	if image == DemoImage {
+		return "latest", true
+	}
+	tag, ok := strings.CutPrefix(image, DemoImage+":")
+	return tag, ok && tag != ""
+}
+
+func envFromName(from corev1.EnvFromSource) string {
+	switch {
+	case from.ConfigMapRef != nil:
+		return "configMap " + from.ConfigMapRef.Name
+	case from.SecretRef != nil:
+		return "secret " + from.SecretRef.Name
+	}
+	return "(unknown source)"
+}
+
+// demoProcess is a running stand-in for one pod.
+type demoProcess struct {
+	*process
+	uid  types.UID
+	port int
+}
+
+// podRunner keeps one demo process per pod that wants one (wantsDemo),
+// reconciling from a pod informer through a work queue keyed by
+// "namespace/name", so one pod is never handled by two workers at once.
+type podRunner struct {
+	client kubernetes.Interface
+	bin    string
+	dir    string
+	nodes  map[string]bool
+	log    *lineLog
+
+	factory informers.SharedInformerFactory
+	lister  corelisters.PodLister
+	queue   workqueue.TypedRateLimitingInterface[string]
+	ctx     context.Context // ends when the runner stops: no process starts after
+	cancel  context.CancelFunc
+	workers sync.WaitGroup
+	probe   *http.Client
+
+	mu     sync.Mutex
+	procs  map[string]*demoProcess
+	failed map[types.UID]bool // pods whose process would not run: not retried (a pod's env never changes)
+}
+
+// startPods starts the pod runner with the demo app at bin, and returns once
+// it has seen every existing pod. Lab.Stop stops it and its processes.
+func (l *Lab) startPods(ctx context.Context, bin string) error {
+	if _, err := os.Stat(bin); err != nil {
+		return fmt.Errorf("lab: demo app: %w", err)
+	}
+	log, err := openLineLog(filepath.Join(l.Dir, podsLog))
+	if err != nil {
+		return err
+	}
+	nodes := map[string]bool{}
+	for _, n := range l.Nodes {
+		nodes[n] = true
+	}
+	r := &podRunner{
+		client:  l.Client,
+		bin:     bin,
+		dir:     l.Dir,
+		nodes:   nodes,
+		log:     log,
+		factory: informers.NewSharedInformerFactory(l.Client, 0),
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "lab-pods"}),
+		probe:  &http.Client{Timeout: time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}},
+		procs:  map[string]*demoProcess{},
+		failed: map[types.UID]bool{},
+	}
+	// The runner outlives Start's context (often a startup timeout): it
+	// lives until Lab.Stop.
+	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	l.pods = r
+	return r.start(ctx)
+}
+
+func (r *podRunner) start(ctx context.Context) error {
+	pods := r.factory.Core().V1().Pods()
+	r.lister = pods.Lister()
+	enqueue := func(obj any) {
+		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
+			r.queue.Add(key)
+		}
+	}
+	if _, err := pods.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    enqueue,
+		UpdateFunc: func(_, obj any) { enqueue(obj) },
+		DeleteFunc: enqueue,
+	}); err != nil {
+		return fmt.Errorf("lab: pod runner: %w", err)
+	}
+	r.factory.Start(r.ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), pods.Informer().HasSynced) {
+		return errors.New("lab: pod runner: pods were not listed before the lab's start ended")
+	}
+	for range 4 {
+		r.workers.Go(func() {
+			for r.next() {
+			}
+		})
+	}
+	r.log.printf("runner: watching pods of image %s:<tag> on nodes %s", DemoImage, strings.Join(sortedKeys(r.nodes), ", "))
+	return nil
+}
+
+// next handles one key of the queue; false once the queue is shut down.
+func (r *podRunner) next() bool {
+	key, shutdown := r.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer r.queue.Done(key)
+	if err := r.sync(key); err != nil {
+		r.log.printf("runner: %s: %v (will retry)", key, err)
+		r.queue.AddRateLimited(key)
+		return true
+	}
+	r.queue.Forget(key)
+	return true
+}
+
+// sync brings the process of one pod in line with what the pod wants: start
+// it, keep its annotation, or stop it.
+func (r *podRunner) sync(key string) error {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return nil // not a key this runner made; nothing to retry
+	}
+	pod, err := r.lister.Pods(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		pod, err = nil, nil
+	}
+	if err != nil {
+		return err
+	}
+	spec, want := wantsDemo(pod, r.nodes)
+
+	r.mu.Lock()
+	cur := r.procs[key]
+	r.mu.Unlock()
+	if cur != nil {
+		if done, exitErr := cur.exited(); done && !cur.stopped {
+			r.log.printf("runner: the process of %s (pid %d) ended on its own: %v; the pod gets no other", key, cur.cmd.Process.Pid, exitErr)
+			r.markFailed(cur.uid)
+			r.forget(key)
+			return r.unannotate(pod, cur.uid)
+		}
+		if want && cur.uid == spec.uid {
+			return r.annotate(pod, cur.port)
+		}
+		r.stop(key, cur, stopReason(pod, cur.uid))
+		if err := r.unannotate(pod, cur.uid); err != nil {
+			return err
+		}
+	}
+	if !want || r.hasFailed(spec.uid) || r.ctx.Err() != nil {
+		return nil
+	}
+	for _, s := range spec.skipped {
+		r.log.printf("runner: %s: env %s is not a literal value; the lab passes only literal values", key, s)
+	}
+	p, err := r.startDemo(key, spec)
+	if err != nil {
+		r.log.printf("runner: %s: %v; the pod gets no process", key, err)
+		r.markFailed(spec.uid)
+		return nil
+	}
+	r.mu.Lock()
+	r.procs[key] = p
+	r.mu.Unlock()
+	r.log.printf("runner: %s (%s) runs as pid %d on 127.0.0.1:%d", key, spec.tag, p.cmd.Process.Pid, p.port)
+	return r.annotate(pod, p.port)
+}
+
+// stopReason says, for the log, why a pod's process is stopped.
+func stopReason(pod *corev1.Pod, uid types.UID) string {
+	switch {
+	case pod == nil:
+		return "the pod is gone"
+	case pod.UID != uid:
+		return "the pod was replaced"
+	case pod.DeletionTimestamp != nil:
+		return "the pod is being deleted"
+	case pod.Status.Phase != corev1.PodRunning:
+		return "the pod is " + string(pod.Status.Phase)
+	}
+	return "the pod no longer runs the demo image"
+}
+
+// startDemo starts the demo app for a pod on a free port and waits until it
+// answers. A port taken between choosing and binding it is the one failure
+// worth another try; a bad env (exit status 2) is not.
+func (r *podRunner) startDemo(key string, spec demoSpec) (*demoProcess, error) {
+	var last error
+	for range 3 {
+		ports, err := freePorts(1)
+		if err != nil {
+			return nil, err
+		}
+		p, err := r.launch(key, spec, ports[0])
+		if err != nil {
+			return nil, err
+		}
+		if last = r.waitAnswering(p); last == nil {
+			return p, nil
+		}
+		p.stop(5 * time.Second)
+		if p.cmd.ProcessState != nil && p.cmd.ProcessState.ExitCode() != 1 {
+			break
+		}
+	}
+	return nil, last
+}
+
+// launch starts the demo app with the pod's env and PORT. Its output goes to
+// the runner's log, each line prefixed with the pod.
+func (r *podRunner) launch(key string, spec demoSpec, port int) (*demoProcess, error) {
+	out := &prefixWriter{log: r.log, prefix: key + ": "}
+	cmd := exec.Command(r.bin)
+	cmd.Dir = r.dir
+	cmd.Env = append(append([]string{}, spec.env...), "PORT="+strconv.Itoa(port))
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start the demo app: %w", err)
+	}
+	p := &demoProcess{
+		process: &process{name: "demo " + key, cmd: cmd, logPath: r.log.path, done: make(chan struct{})},
+		uid:     spec.uid,
+		port:    port,
+	}
+	go func() {
+		p.err = cmd.Wait()
+		out.flush()
+		close(p.done)
+		r.queue.Add(key) // a process that ends on its own is noticed by sync
+	}()
+	return p, nil
+}
+
+// waitAnswering polls the process's /metrics (which the app does not count)
+// until it answers 200, for up to 10 seconds.
+func (r *podRunner) waitAnswering(p *demoProcess) error {
+	url := "http://127.0.0.1:" + strconv.Itoa(p.port) + "/metrics"
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if done, err := p.exited(); done {
+			return fmt.Errorf("the demo app exited: %v (its output is in %s)", err, podsLog)
+		}
+		resp, err := r.probe.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the demo app did not answer on 127.0.0.1:%d within 10s", p.port)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// annotate records the process's port on the pod, unless it is already there.
+func (r *podRunner) annotate(pod *corev1.Pod, port int) error {
+	if pod.Annotations[PortAnnotation] == strconv.Itoa(port) {
+		return nil
+	}
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, PortAnnotation, strconv.Itoa(port))
+	_, err := r.client.CoreV1().Pods(pod.Namespace).Patch(r.ctx, pod.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil // deleted meanwhile: the delete event stops the process
+	}
+	if err != nil {
+		return fmt.Errorf("annotate with port %d: %w", port, err)
+	}
+	return nil
+}
+
+// unannotate removes the port of a stopped process from a pod that is still
+// there, so nobody scrapes or calls a port that no longer answers.
+func (r *podRunner) unannotate(pod *corev1.Pod, uid types.UID) error {
+	if pod == nil || pod.UID != uid || pod.DeletionTimestamp != nil || pod.Annotations[PortAnnotation] == "" || r.ctx.Err() != nil {
+		return nil
+	}
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:null}}}`, PortAnnotation)
+	_, err := r.client.CoreV1().Pods(pod.Namespace).Patch(r.ctx, pod.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("remove the port annotation: %w", err)
+	}
+	return nil
+}
+
+// stop ends a pod's process (SIGTERM, then kill after 5s) and forgets it.
+func (r *podRunner) stop(key string, p *demoProcess, why string) {
+	p.stop(5 * time.Second)
+	r.forget(key)
+	r.log.printf("runner: %s: stopped pid %d: %s", key, p.cmd.Process.Pid, why)
+}
+
+func (r *podRunner) forget(key string) {
+	r.mu.Lock()
+	delete(r.procs, key)
+	r.mu.Unlock()
+}
+
+func (r *podRunner) markFailed(uid types.UID) {
+	r.mu.Lock()
+	r.failed[uid] = true
+	r.mu.Unlock()
+}
+
+func (r *podRunner) hasFailed(uid types.UID) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.failed[uid]
+}
+
+func (r *podRunner) pids() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	pids := map[string]int{}
+	for key, p := range r.procs {
+		pids[key] = p.cmd.Process.Pid
+	}
+	return pids
+}
+
+// shutdown stops the workers and the informer, then every process, all at
+// once (each gets SIGTERM and up to 5s).
+func (r *podRunner) shutdown() {
+	r.cancel()
+	r.queue.ShutDown()
+	r.workers.Wait()
+	r.factory.Shutdown()
+	r.mu.Lock()
+	procs := r.procs
+	r.procs = map[string]*demoProcess{}
+	r.mu.Unlock()
+	var wg sync.WaitGroup
+	for key, p := range procs {
+		wg.Go(func() { r.stop(key, p, "the lab stops") })
+	}
+	wg.Wait()
+	r.log.close()
+}
+
+func sortedKeys(m map[string]bool) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// lineLog is a log file that many writers share a line at a time.
+type lineLog struct {
+	path string
+	mu   sync.Mutex
+	f    *os.File
+}
+
+func openLineLog(path string) (*lineLog, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lab: open %s: %w", path, err)
+	}
+	return &lineLog{path: path, f: f}, nil
+}
+
+// printf writes one timestamped line.
+func (l *lineLog) printf(format string, args ...any) {
+	l.line(time.Now().Format("15:04:05.000 ") + fmt.Sprintf(format, args...))
+}
+
+func (l *lineLog) line(s string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f != nil {
+		fmt.Fprintln(l.f, s)
+	}
+}
+
+func (l *lineLog) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f != nil {
+		l.f.Close()
+		l.f = nil
+	}
+}
+
+// prefixWriter passes whole lines to a lineLog with a prefix, so the output
+// of many processes stays readable in one file.
+type prefixWriter struct {
+	log    *lineLog
+	prefix string
+	buf    []byte
+}
+
+func (w *prefixWriter) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		w.log.line(w.prefix + string(w.buf[:i]))
+		w.buf = w.buf[i+1:]
+	}
+}
+
+// flush writes what is left of an unfinished last line.
+func (w *prefixWriter) flush() {
+	if len(w.buf) > 0 {
+		w.log.line(w.prefix + string(w.buf))
+		w.buf = nil
+	}
+}
