@@ -99,11 +99,13 @@ type StepRecord struct {
 	Step   int32 `json:"step"`
 	Weight int32 `json:"weight"`
 	// Effective is the canary's share of pods that the counts gave, in percent.
-	Effective float64           `json:"effective"`
-	Canary    int32             `json:"canary"`
-	Stable    int32             `json:"stable"`
-	Started   metav1.MicroTime  `json:"started"`
-	Ended     *metav1.MicroTime `json:"ended,omitempty"`
+	Effective float64          `json:"effective"`
+	Canary    int32            `json:"canary"`
+	Stable    int32            `json:"stable"`
+	Started   metav1.MicroTime `json:"started"`
+	// Ready is when the step's canary pods were all Ready: its hold began.
+	Ready *metav1.MicroTime `json:"ready,omitempty"`
+	Ended *metav1.MicroTime `json:"ended,omitempty"`
 }
 
 // Outcome is the summary of a finished rollout, kept as JSON in

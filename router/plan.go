@@ -349,7 +349,7 @@ func (p *planner) startHolding(canary, stable int32) {
 	p.s.HoldingSince = &now
 	p.s.History = append(p.s.History, rollout.StepRecord{
 		Step: p.s.Step, Weight: p.weight(), Effective: EffectiveWeight(canary, stable),
-		Canary: canary, Stable: stable, Started: *p.s.StepStartedAt,
+		Canary: canary, Stable: stable, Started: *p.s.StepStartedAt, Ready: &now,
 	})
 	hold := p.s.Policy.Steps[p.s.Step].Hold.Duration
 	p.s.Message = fmt.Sprintf("canary pods Ready; holding %s", hold)

@@ -150,7 +150,7 @@ func TestPlan(t *testing.T) {
 			}(), Canary: canary(d, 1, 1)},
 			check: func(t *testing.T, p Plan) {
 				assert.Equal(t, ago(0), p.State.HoldingSince)
-				assert.Equal(t, []rollout.StepRecord{{Step: 0, Weight: 5, Effective: 20, Canary: 1, Stable: 4, Started: *ago(3 * time.Second)}}, p.State.History)
+				assert.Equal(t, []rollout.StepRecord{{Step: 0, Weight: 5, Effective: 20, Canary: 1, Stable: 4, Started: *ago(3 * time.Second), Ready: ago(0)}}, p.State.History)
 				assert.Equal(t, time.Minute, p.RequeueAfter)
 			},
 		},

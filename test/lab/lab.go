@@ -261,6 +261,10 @@ func (l *Lab) start(ctx context.Context, bins string, opts Options) error {
 		"--manage-nodes-with-annotation-selector=" + NodeAnnotation + "=fake",
 		"--cidr=" + podCIDR,
 		"--node-ip=" + nodeIP,
+		// The heartbeat stage leaves liveness to node Leases: without kwok
+		// renewing them, the node lifecycle controller marks every node
+		// NotReady (and every pod not Ready) about 50s after it started.
+		"--node-lease-duration-seconds=40",
 	}
 	for _, stage := range []string{
 		"node-initialize.yaml", "node-heartbeat-with-lease.yaml",

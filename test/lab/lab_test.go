@@ -85,6 +85,20 @@ func eventually(t *testing.T, what string, cond func(ctx context.Context) (bool,
 	require.NoError(t, err, "waiting for %s", what)
 }
 
+func TestNodesRenewTheirLeases(t *testing.T) {
+	// Without Leases, nodes turn NotReady after the node monitor grace
+	// period and their pods stop being endpoints mid-test.
+	for _, node := range theLab.Nodes {
+		eventually(t, "lease of "+node, func(ctx context.Context) (bool, error) {
+			lease, err := theLab.Client.CoordinationV1().Leases("kube-node-lease").Get(ctx, node, metav1.GetOptions{})
+			if err != nil {
+				return false, nil
+			}
+			return lease.Spec.RenewTime != nil && ptr.Deref(lease.Spec.LeaseDurationSeconds, 0) == 40, nil
+		})
+	}
+}
+
 func TestNodesAreReady(t *testing.T) {
 	nodes, err := theLab.Client.CoreV1().Nodes().List(t.Context(), metav1.ListOptions{})
 	require.NoError(t, err)

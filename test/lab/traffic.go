@@ -193,6 +193,20 @@ func (t *Traffic) Window(since time.Time) TrafficStats {
 	return t.sum(since)
 }
 
+// Between returns the counts of the whole seconds of Run inside [from, to]:
+// the traffic of one step of a rollout.
+func (t *Traffic) Between(from, to time.Time) TrafficStats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	total := TrafficStats{From: from, To: to, Tracks: map[string]Counts{}}
+	for _, s := range t.seconds {
+		if !s.From.Before(from) && !s.To.After(to) {
+			total.merge(s)
+		}
+	}
+	return total
+}
+
 // Seconds returns the counts of each second of Run so far, the last one
 // possibly still running.
 func (t *Traffic) Seconds() []TrafficStats {

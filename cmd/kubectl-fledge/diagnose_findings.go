@@ -1,0 +1,387 @@
+package main
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/utils/ptr"
+
+	"github.com/fledge-dev/fledge/rollout"
+)
+
+// level is how much a finding matters.
+type level string
+
+const (
+	levelOK      level = "ok"
+	levelInfo    level = "info"
+	levelWarning level = "warning"
+	levelProblem level = "problem"
+)
+
+// finding is one line of diagnose: what was found and, for a problem, what
+// to change.
+type finding struct {
+	level level
+	text  string
+	fix   string
+}
+
+// maxPodsListed caps the pods listed per version, so that a crash-looping
+// canary of forty pods does not bury the rest.
+const maxPodsListed = 5
+
+// formatDiagnosis renders the findings, the Services that select the pods,
+// and a count of the problems.
+func formatDiagnosis(d diagnosis) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Diagnosis of deployment %s/%s\n\n", d.Namespace, d.Stable.Name)
+	fs := findings(d)
+	var t table
+	problems := 0
+	for _, f := range fs {
+		t.add(string(f.level), f.text)
+		if f.fix != "" {
+			t.add("", "fix: "+f.fix)
+		}
+		if f.level == levelProblem {
+			problems++
+		}
+	}
+	b.WriteString(t.String())
+	if matches := serviceMatches(d); len(matches) > 0 {
+		b.WriteString("\n" + serviceTable(matches))
+	}
+	switch problems {
+	case 0:
+		b.WriteString("\nNo problems found.\n")
+	case 1:
+		b.WriteString("\n1 problem found.\n")
+	default:
+		fmt.Fprintf(&b, "\n%d problems found.\n", problems)
+	}
+	return b.String()
+}
+
+// findings runs every check in the order a person would look.
+func findings(d diagnosis) []finding {
+	var fs []finding
+	fs = append(fs, namespaceFinding(d))
+	fs = append(fs, skipFinding(d))
+	fs = append(fs, rolloutFindings(d)...)
+	fs = append(fs, canaryFindings(d)...)
+	fs = append(fs, serviceFindings(d)...)
+	fs = append(fs, podFindings("stable", d.StablePods)...)
+	fs = append(fs, podFindings("canary", d.CanaryPods)...)
+	return fs
+}
+
+func namespaceFinding(d diagnosis) finding {
+	switch {
+	case d.NamespaceErr != nil:
+		return finding{level: levelWarning,
+			text: fmt.Sprintf("could not read namespace %s (%v); fledge acts only if it is labelled %s=true", d.Namespace, d.NamespaceErr, rollout.LabelEnabled)}
+	case d.NamespaceLabels[rollout.LabelEnabled] != "true":
+		return finding{level: levelProblem,
+			text: fmt.Sprintf("namespace %s is not labelled %s=true: fledge leaves its Deployments alone, they roll out natively", d.Namespace, rollout.LabelEnabled),
+			fix:  fmt.Sprintf("kubectl label namespace %s %s=true", d.Namespace, rollout.LabelEnabled)}
+	default:
+		return finding{level: levelOK, text: fmt.Sprintf("namespace %s is labelled %s=true", d.Namespace, rollout.LabelEnabled)}
+	}
+}
+
+func skipFinding(d diagnosis) finding {
+	name := d.Stable.Name
+	if d.Stable.Annotations[rollout.AnnotationSkip] == "true" {
+		return finding{level: levelProblem,
+			text: fmt.Sprintf("deployment %s carries %s: \"true\": it rolls out natively, without a canary", name, rollout.AnnotationSkip),
+			fix:  fmt.Sprintf("kubectl annotate -n %s deployment %s %s-", d.Namespace, name, rollout.AnnotationSkip)}
+	}
+	return finding{level: levelOK, text: fmt.Sprintf("deployment %s does not carry %s", name, rollout.AnnotationSkip)}
+}
+
+// rolloutFindings say whether a rollout runs, and flag a Deployment that
+// could not start one.
+func rolloutFindings(d diagnosis) []finding {
+	v, name := d.View, d.Stable.Name
+	var fs []finding
+	switch {
+	case v.State != nil:
+		fs = append(fs, finding{level: levelInfo, text: "rollout " + phaseLine(v.State)})
+	case v.Outcome != nil:
+		fs = append(fs, finding{level: levelInfo, text: "no rollout in progress; the last one ended " + rolloutSummary(v)})
+	default:
+		fs = append(fs, finding{level: levelInfo, text: "no rollout has run yet: one starts when the pod template changes"})
+	}
+	if v.State == nil && d.Stable.Spec.Paused {
+		fs = append(fs, finding{level: levelWarning,
+			text: fmt.Sprintf("deployment %s is paused but no rollout runs: a changed template does not roll out at all", name),
+			fix:  fmt.Sprintf("kubectl rollout resume -n %s deployment/%s", d.Namespace, name)})
+	}
+	if v.State == nil && (ptr.Deref(d.Stable.Spec.Replicas, 1) == 0 || d.Stable.Status.ReadyReplicas == 0) {
+		fs = append(fs, finding{level: levelWarning,
+			text: fmt.Sprintf("deployment %s has no ready pods: a new template rolls out natively, since there is no stable version to protect", name)})
+	}
+	return fs
+}
+
+// canaryFindings check that the canary exists and has ready pods while a
+// rollout runs.
+func canaryFindings(d diagnosis) []finding {
+	v := d.View
+	canaryName := d.Stable.Name + rollout.CanarySuffix
+	running := v.State != nil
+	if d.Canary == nil {
+		if running && !v.State.Phase.Finishing() {
+			return []finding{{level: levelProblem,
+				text: fmt.Sprintf("canary deployment %s does not exist: the router has not created it", canaryName),
+				fix:  "check that fledge runs: kubectl -n fledge-system get pods"}}
+		}
+		return nil
+	}
+	desired, ready := v.CanaryDesired, v.CanaryReady
+	share := fmt.Sprintf("%d of %d ready pods in all (%.1f%%)", ready, ready+v.StableReady, effectivePercent(ready, v.StableReady))
+	switch {
+	case desired == 0 && running && (v.State.Phase == rollout.RollingBack || v.State.Phase == rollout.Aborted):
+		return []finding{{level: levelInfo, text: fmt.Sprintf("canary %s has 0 replicas: the rollout is %s", canaryName, v.State.Phase)}}
+	case desired == 0 && running:
+		return []finding{{level: levelProblem,
+			text: fmt.Sprintf("canary %s has 0 replicas: it serves no traffic", canaryName),
+			fix:  "the router sets the canary's replicas; check its logs: kubectl -n fledge-system logs deployment/fledge"}}
+	case desired == 0:
+		return []finding{{level: levelInfo, text: fmt.Sprintf("canary %s has 0 replicas (no rollout in progress)", canaryName)}}
+	case ready < desired:
+		return []finding{{level: levelWarning,
+			text: fmt.Sprintf("canary %s: %d desired, %d ready: the canary gets less than its share until all are ready; %s", canaryName, desired, ready, share)}}
+	default:
+		return []finding{{level: levelOK, text: fmt.Sprintf("canary %s: %d desired, %d ready; %s", canaryName, desired, ready, share)}}
+	}
+}
+
+// serviceMatch says which versions a Service selects.
+type serviceMatch struct {
+	name, selector string
+	stable, canary bool
+	// sticky is sessionAffinity: ClientIP.
+	sticky bool
+	// differs lists the selector's labels the canary pods do not carry:
+	// "version=v1 (canary: version=v2)".
+	differs []string
+	// shared is the part of the selector both versions carry.
+	shared string
+}
+
+// serviceMatches finds the Services that select the stable or the canary
+// pods, by their selectors against each version's labels.
+func serviceMatches(d diagnosis) []serviceMatch {
+	stable, canary := stableLabels(d), canaryLabels(d)
+	var out []serviceMatch
+	for _, svc := range d.Services {
+		sel := svc.Spec.Selector
+		if len(sel) == 0 {
+			continue // endpoints managed by hand: not fledge's concern
+		}
+		m := serviceMatch{
+			name: svc.Name, selector: labels.Set(sel).String(),
+			stable: labels.SelectorFromSet(sel).Matches(stable),
+			canary: labels.SelectorFromSet(sel).Matches(canary),
+			sticky: svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP,
+		}
+		if !m.stable && !m.canary {
+			continue
+		}
+		shared := labels.Set{}
+		for _, k := range slices.Sorted(maps.Keys(sel)) {
+			switch got, ok := canary[k]; {
+			case ok && got == sel[k]:
+				shared[k] = sel[k]
+			case ok:
+				m.differs = append(m.differs, fmt.Sprintf("%s=%s (canary pods: %s=%s)", k, sel[k], k, got))
+			default:
+				m.differs = append(m.differs, fmt.Sprintf("%s=%s (canary pods have no %s label)", k, sel[k], k))
+			}
+		}
+		m.shared = shared.String()
+		out = append(out, m)
+	}
+	return out
+}
+
+func serviceFindings(d diagnosis) []finding {
+	matches := serviceMatches(d)
+	selectsStable := false
+	var fs []finding
+	for _, m := range matches {
+		switch {
+		case m.stable && m.canary:
+			selectsStable = true
+			fs = append(fs, finding{level: levelOK, text: fmt.Sprintf("Service %s selects both versions: the canary gets its share of its traffic", m.name)})
+			if m.sticky {
+				fs = append(fs, finding{level: levelWarning,
+					text: fmt.Sprintf("Service %s has sessionAffinity: ClientIP: a client stays on one pod, so a step moves only new clients to the canary", m.name)})
+			}
+		case m.stable:
+			selectsStable = true
+			fs = append(fs, finding{level: levelProblem,
+				text: fmt.Sprintf("Service %s sends no traffic to the canary: it selects %s", m.name, strings.Join(m.differs, ", ")),
+				fix:  noCanaryFix(d, m)})
+		default:
+			fs = append(fs, finding{level: levelWarning,
+				text: fmt.Sprintf("Service %s selects only the canary pods: its traffic goes to the new version whatever the step", m.name)})
+		}
+	}
+	if !selectsStable {
+		fs = append(fs, finding{level: levelWarning,
+			text: fmt.Sprintf("no Service in namespace %s selects the pods of %s (%s): the canary's share applies to the traffic of a Service that selects both versions",
+				d.Namespace, d.Stable.Name, labels.Set(stableLabels(d)).String())})
+	}
+	return fs
+}
+
+// noCanaryFix says how to make a Service select both versions: keep only
+// the labels they share.
+func noCanaryFix(d diagnosis, m serviceMatch) string {
+	keep := m.shared
+	if keep == "" && d.Stable.Spec.Selector != nil {
+		keep = labels.Set(d.Stable.Spec.Selector.MatchLabels).String()
+	}
+	keys := make([]string, 0, len(m.differs))
+	for _, diff := range m.differs {
+		keys = append(keys, strings.SplitN(diff, "=", 2)[0])
+	}
+	return fmt.Sprintf("remove %s from the selector of Service %s so that it selects what both versions share (%s): kubectl edit -n %s service %s",
+		strings.Join(keys, ", "), m.name, keep, d.Namespace, m.name)
+}
+
+func serviceTable(matches []serviceMatch) string {
+	var t table
+	t.add("SERVICE", "SELECTOR", "STABLE PODS", "CANARY PODS")
+	for _, m := range matches {
+		t.add(m.name, m.selector, yesNo(m.stable), yesNo(m.canary))
+	}
+	return t.String()
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// stableLabels are the labels every stable pod carries, without the
+// ReplicaSet's pod-template-hash. Without stable pods the Deployment's
+// template stands in for them.
+func stableLabels(d diagnosis) labels.Set {
+	if len(d.StablePods) == 0 {
+		return labels.Set(d.Stable.Spec.Template.Labels)
+	}
+	common := labels.Set(maps.Clone(d.StablePods[0].Labels))
+	for _, p := range d.StablePods[1:] {
+		for k, v := range common {
+			if p.Labels[k] != v {
+				delete(common, k)
+			}
+		}
+	}
+	delete(common, appsv1.DefaultDeploymentUniqueLabelKey)
+	return common
+}
+
+// canaryLabels are the canary's pod template labels. Before the router
+// created the canary, they are what it will create: the Deployment's
+// template (the new version while a rollout runs) plus the track label.
+func canaryLabels(d diagnosis) labels.Set {
+	if d.Canary != nil {
+		return labels.Set(d.Canary.Spec.Template.Labels)
+	}
+	l := labels.Set(maps.Clone(d.Stable.Spec.Template.Labels))
+	if l == nil {
+		l = labels.Set{}
+	}
+	l[rollout.LabelTrack] = rollout.TrackCanary
+	return l
+}
+
+// podFindings list the pods of one version that are not Running and Ready.
+func podFindings(version string, pods []corev1.Pod) []finding {
+	var fs []finding
+	for _, p := range pods {
+		if p.DeletionTimestamp != nil {
+			continue // terminating: on its way out, not a problem
+		}
+		if state, bad := podTrouble(&p); bad {
+			fs = append(fs, finding{level: levelProblem, text: fmt.Sprintf("pod %s (%s) is %s", p.Name, version, state)})
+		}
+	}
+	if len(fs) > maxPodsListed {
+		more := len(fs) - maxPodsListed
+		fs = append(fs[:maxPodsListed], finding{level: levelProblem, text: fmt.Sprintf("and %d more %s pods not Running and Ready", more, version)})
+	}
+	return fs
+}
+
+// podTrouble describes a pod that is not Running and Ready: its phase and
+// the most telling reason (the pod's, a waiting container's, a condition's).
+func podTrouble(p *corev1.Pod) (string, bool) {
+	ready := false
+	var condReason string
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+			ready = true
+		}
+		if c.Status == corev1.ConditionFalse && condReason == "" && c.Reason != "" {
+			condReason = joinNonEmpty(": ", c.Reason, c.Message)
+		}
+	}
+	if p.Status.Phase == corev1.PodRunning && ready {
+		return "", false
+	}
+	reason := joinNonEmpty(": ", p.Status.Reason, p.Status.Message)
+	if reason == "" {
+		reason = containerReason(p)
+	}
+	if reason == "" {
+		reason = condReason
+	}
+	state := string(p.Status.Phase)
+	if state == "" {
+		state = "Unknown"
+	}
+	if p.Status.Phase == corev1.PodRunning {
+		state = "Running but not Ready"
+	}
+	if reason == "" {
+		return state, true
+	}
+	return state + " (" + reason + ")", true
+}
+
+// containerReason is the first waiting or failed container's reason, such
+// as CrashLoopBackOff or ImagePullBackOff.
+func containerReason(p *corev1.Pod) string {
+	for _, cs := range append(slices.Clone(p.Status.InitContainerStatuses), p.Status.ContainerStatuses...) {
+		if w := cs.State.Waiting; w != nil && w.Reason != "" {
+			return joinNonEmpty(": ", cs.Name+" "+w.Reason, w.Message)
+		}
+		if t := cs.State.Terminated; t != nil && t.ExitCode != 0 {
+			return fmt.Sprintf("%s %s, exit code %d", cs.Name, t.Reason, t.ExitCode)
+		}
+	}
+	return ""
+}
+
+func joinNonEmpty(sep string, parts ...string) string {
+	var out []string
+	for _, p := range parts {
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	return strings.Join(out, sep)
+}

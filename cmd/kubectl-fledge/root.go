@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+
+	"github.com/spf13/cobra"
+)
+
+// run executes the plugin with args and returns the process's exit code.
+func run(ctx context.Context, args []string, e *env) int {
+	kc := newKubeconfig()
+	e.cluster = kc
+	root := newRootCommand(e)
+	kc.bind(root.PersistentFlags())
+	root.SetArgs(args)
+	return exitCode(root.ExecuteContext(ctx), e.errOut)
+}
+
+// newRootCommand builds the command tree. The kubeconfig flags are bound
+// by run, so that tests can give e a fake cluster.
+func newRootCommand(e *env) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "kubectl-fledge",
+		Short: "Show and steer fledge's progressive rollouts of Deployments",
+		Long: `kubectl fledge shows and steers the canary rollouts that fledge runs for
+Deployments in namespaces labelled fledge.dev/enabled=true.
+
+A changed pod template does not reach every pod at once: fledge pauses the
+Deployment, starts NAME-canary beside it and grows the canary's share of the
+ready pods step by step (by default 5%, 25%, 50%), watching health checks at
+every step. A healthy canary is promoted; a failing one is rolled back.`,
+		Example: `  kubectl fledge status web --watch
+  kubectl fledge status web --wait --timeout 15m
+  kubectl fledge list -A
+  kubectl fledge promote web
+  kubectl fledge policy lint policy.yaml
+  kubectl fledge diagnose web`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl fledge"},
+	}
+	root.SetIn(e.in)
+	root.SetOut(e.out)
+	root.SetErr(e.errOut)
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.AddCommand(
+		newStatusCommand(e),
+		newListCommand(e),
+		newPromoteCommand(e),
+		newSteerCommand(e, "abort", "abort", "Abort the rollout: remove the canary and keep the stable version",
+			"Asks the router to abort the rollout of NAME: the canary is scaled to zero and\nremoved, the stable version keeps serving and the Deployment's template is\nrestored to it."),
+		newSteerCommand(e, "pause", "pause", "Pause the rollout at its current step",
+			"Asks the router to pause the rollout of NAME: the canary keeps its current\nshare and the rollout does not advance until `kubectl fledge resume NAME`.\nHealth checks and the analysis keep running while paused: a failing canary is\nstill rolled back."),
+		newSteerCommand(e, "resume", "resume", "Resume a paused rollout",
+			"Asks the router to resume the paused rollout of NAME from the step it was\npaused at. A rollout that is not paused is refused without asking the router."),
+		newPolicyCommand(e),
+		newDiagnoseCommand(e),
+	)
+	return root
+}

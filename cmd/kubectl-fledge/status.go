@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+	appsv1 "k8s.io/api/apps/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/fledge-dev/fledge/rollout"
+)
+
+type statusOptions struct {
+	watch   bool
+	wait    bool
+	timeout time.Duration
+}
+
+func newStatusCommand(e *env) *cobra.Command {
+	o := statusOptions{timeout: defaultWaitFor}
+	cmd := &cobra.Command{
+		Use:   "status NAME",
+		Short: "Show the rollout of a Deployment step by step",
+		Long: `Shows the rollout of Deployment NAME as a table with one row per policy step:
+the action, the state of the canary, the user group (the step's target weight and
+the ready pods that carry it: canary ready pods of all ready pods of NAME and
+NAME-canary), the monitoring result (each check's value against its bound) and
+what comes next. The current step is marked with ▶.
+
+Without a rollout in progress it shows the last finished one: its outcome, the
+reason and the steps it went through.
+
+--watch redraws whenever NAME or NAME-canary changes: in place on a terminal,
+as a new table after a blank line otherwise. Stop it with Ctrl-C.
+
+--wait blocks until the rollout in progress (or, when none runs yet, the next
+one) finishes, prints its final status and exits with
+  0  Succeeded
+  1  RolledBack or Aborted (also any other error)
+  2  --timeout passed first
+  130  interrupted (Ctrl-C)
+An outcome recorded before the wait began by an earlier rollout does not count.`,
+		Example: `  kubectl fledge status web
+  kubectl fledge status web -n team-a --watch
+  kubectl apply -f web.yaml && kubectl fledge status web --wait --timeout 15m`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("timeout") && !o.wait {
+				return errors.New("--timeout applies to --wait; add --wait")
+			}
+			return runStatus(cmd.Context(), e, args[0], o)
+		},
+	}
+	cmd.Flags().BoolVarP(&o.watch, "watch", "w", false, "redraw the status whenever NAME or NAME-canary changes")
+	cmd.Flags().BoolVar(&o.wait, "wait", false, "wait for the rollout to finish; exit 0 Succeeded, 1 RolledBack or Aborted, 2 timeout")
+	cmd.Flags().DurationVar(&o.timeout, "timeout", o.timeout, "how long --wait waits")
+	return cmd
+}
+
+func runStatus(ctx context.Context, e *env, name string, o statusOptions) error {
+	cs, ns, err := e.connect()
+	if err != nil {
+		return err
+	}
+	v, err := getStatusView(ctx, cs, ns, name, e.clock.Now())
+	if err != nil {
+		return err
+	}
+	if !o.watch && !o.wait {
+		fmt.Fprint(e.out, colourise(formatStatus(v), e.color))
+		return nil
+	}
+	return follow(ctx, e, cs, ns, name, o, v)
+}
+
+// getStatusView reads NAME and NAME-canary once.
+func getStatusView(ctx context.Context, cs kubernetes.Interface, ns, name string, now time.Time) (statusView, error) {
+	stable, err := getDeployment(ctx, cs, ns, name)
+	if err != nil {
+		return statusView{}, err
+	}
+	canary, err := cs.AppsV1().Deployments(ns).Get(ctx, name+rollout.CanarySuffix, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		canary, err = nil, nil
+	}
+	if err != nil {
+		return statusView{}, fmt.Errorf("read canary deployment %s in namespace %s: %w", name+rollout.CanarySuffix, ns, err)
+	}
+	return newStatusView(stable, canary, now)
+}
+
+// getDeployment reads a Deployment with an error that names it and says
+// where it was looked for.
+func getDeployment(ctx context.Context, cs kubernetes.Interface, ns, name string) (*appsv1.Deployment, error) {
+	d, err := cs.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("deployment %s not found in namespace %s (use -n to pick the namespace)", name, ns)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read deployment %s in namespace %s: %w", name, ns, err)
+	}
+	return d, nil
+}
+
+// follow implements --watch and --wait on the same loop: the first view,
+// then every change of the two Deployments, is one more view.
+func follow(ctx context.Context, e *env, cs kubernetes.Interface, ns, name string, o statusOptions, first statusView) error {
+	// The informers stop with waitCtx: at the --wait timeout, or on return.
+	var waitCtx context.Context
+	var cancel context.CancelFunc
+	if o.wait {
+		waitCtx, cancel = context.WithTimeout(ctx, o.timeout)
+	} else {
+		waitCtx, cancel = context.WithCancel(ctx)
+	}
+	defer cancel()
+	f := follower{e: e, opts: o, name: name, waiter: newWaiter(e.clock.Now()), screen: &screen{e: e}}
+	if done, err := f.step(first); done {
+		return err
+	}
+	watched, err := watchDeployments(waitCtx, cs, ns, name, name+rollout.CanarySuffix)
+	if err != nil {
+		return f.end(ctx, first)
+	}
+	// On a terminal the elapsed times and hold countdown tick even when
+	// nothing changes.
+	var tick <-chan time.Time
+	if o.watch && e.terminal {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		stable := watched.get(name)
+		if stable == nil {
+			return fmt.Errorf("deployment %s was deleted from namespace %s", name, ns)
+		}
+		v, err := newStatusView(stable, watched.get(name+rollout.CanarySuffix), e.clock.Now())
+		if err != nil {
+			return err
+		}
+		if done, err := f.step(v); done {
+			return err
+		}
+		select {
+		case <-watched.changed:
+		case <-tick:
+		case <-waitCtx.Done():
+			return f.end(ctx, v)
+		}
+	}
+}
+
+// follower is the state of one follow loop.
+type follower struct {
+	e      *env
+	opts   statusOptions
+	name   string
+	waiter *waiter
+	screen *screen
+	// last is the previous view rendered at a fixed time, so that a view
+	// differing only in elapsed times is not printed again to a log.
+	last  string
+	noted bool
+}
+
+// step shows one view and reports whether the wait is over, with its exit.
+func (f *follower) step(v statusView) (bool, error) {
+	if f.opts.watch {
+		fixed := v
+		fixed.Now = time.Time{}
+		if key := formatStatus(fixed); key != f.last || f.e.terminal {
+			f.last = key
+			f.screen.show(formatStatus(v))
+		}
+	}
+	if !f.opts.wait {
+		return false, nil
+	}
+	if o := f.waiter.observe(v); o != nil {
+		// The view holds the outcome; --watch has just shown it.
+		if !f.opts.watch {
+			fmt.Fprint(f.e.out, colourise(formatStatus(v), f.e.color))
+		}
+		return true, outcomeError(f.name, o)
+	}
+	if v.State == nil && !f.noted {
+		f.noted = true
+		fmt.Fprint(f.e.errOut, waitingNote(v, f.opts.timeout))
+	}
+	return false, nil
+}
+
+// end is the exit when the loop's context ended: Ctrl-C, or the --wait
+// timeout, which prints the status it got to.
+func (f *follower) end(ctx context.Context, last statusView) error {
+	if ctx.Err() != nil {
+		if f.opts.wait {
+			return &exitError{code: exitInterrupted, msg: "interrupted while waiting for the rollout of " + f.name}
+		}
+		return nil
+	}
+	if !f.opts.watch {
+		fmt.Fprint(f.e.out, colourise(formatStatus(last), f.e.color))
+	}
+	return &exitError{code: exitTimeout, msg: fmt.Sprintf("timed out after %s waiting for the rollout of %s to finish: %s",
+		f.opts.timeout, f.name, rolloutSummary(last))}
+}
