@@ -16,6 +16,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/yaml"
 
 	"github.com/fledge-dev/fledge/rollout"
 	"github.com/fledge-dev/fledge/test/lab"
@@ -24,6 +25,9 @@ import (
 var (
 	theLab *lab.Lab
 	fledge *lab.Fledge
+	// dryRun is what `kubectl apply --dry-run=server -k manifests/` printed
+	// in the lab, before the manager re-pointed its webhooks at 127.0.0.1.
+	dryRun string
 )
 
 func TestMain(m *testing.M) {
@@ -31,14 +35,63 @@ func TestMain(m *testing.M) {
 }
 
 // startFledge builds the manager of this checkout into the lab's directory
-// and runs it against the lab.
+// and runs it against the lab with the RBAC of manifests/: as the
+// ServiceAccount the manifests create, with a token from the TokenRequest
+// API, so every test also proves the listed permissions are enough.
 func startFledge(ctx context.Context, l *lab.Lab) error {
+	if err := applyRBAC(ctx, l); err != nil {
+		return err
+	}
+	kubeconfig, err := l.ServiceAccountKubeconfig(ctx, lab.FledgeNamespace, "fledge")
+	if err != nil {
+		return err
+	}
 	bin, err := lab.BuildFledge(ctx, l.Dir)
 	if err != nil {
 		return err
 	}
-	fledge, err = l.StartFledge(ctx, bin)
+	fledge, err = l.StartFledge(ctx, bin, "--kubeconfig="+kubeconfig)
 	return err
+}
+
+// installedKinds are the objects of manifests/ the lab installs: all but the
+// manager's Deployment, Service and PodDisruptionBudget, which the lab
+// replaces with a manager process on 127.0.0.1.
+var installedKinds = map[string]bool{
+	"Namespace": true, "ServiceAccount": true, "ClusterRole": true, "ClusterRoleBinding": true,
+	"Role": true, "RoleBinding": true, "MutatingWebhookConfiguration": true, "ValidatingWebhookConfiguration": true,
+}
+
+// applyRBAC applies the installedKinds of `kubectl kustomize manifests/`.
+func applyRBAC(ctx context.Context, l *lab.Lab) error {
+	built, err := exec.CommandContext(ctx, "kubectl", "kustomize", "../../manifests").Output()
+	if err != nil {
+		return fmt.Errorf("kubectl kustomize manifests: %w", err)
+	}
+	var keep []string
+	for _, doc := range strings.Split(string(built), "\n---\n") {
+		var meta struct{ Kind string }
+		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+			return fmt.Errorf("manifests: %w", err)
+		}
+		if installedKinds[meta.Kind] {
+			keep = append(keep, doc)
+		}
+	}
+	cmd := exec.CommandContext(ctx, "kubectl", "apply", "-f", "-")
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+l.Kubeconfig)
+	cmd.Stdin = strings.NewReader(strings.Join(keep, "\n---\n"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("apply manifests: %w\n%s", err, out)
+	}
+	cmd = exec.CommandContext(ctx, "kubectl", "apply", "--dry-run=server", "-k", "../../manifests")
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+l.Kubeconfig)
+	out, err := cmd.CombinedOutput()
+	dryRun = string(out)
+	if err != nil {
+		return fmt.Errorf("kubectl apply --dry-run=server -k manifests: %w\n%s", err, out)
+	}
+	return nil
 }
 
 // kubectl runs kubectl as the lab's admin with stdin, and returns stdout

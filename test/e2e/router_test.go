@@ -135,6 +135,15 @@ func canaryReplicas(t *testing.T, ns string) int32 {
 	return c.Status.ReadyReplicas
 }
 
+// canaryGone waits until web has no canary: it is deleted right after the
+// outcome is written.
+func canaryGone(t *testing.T, ns string) {
+	t.Helper()
+	eventually(t, "the canary removed", func(ctx context.Context) (bool, error) {
+		return canaryReplicas(t, ns) == -1, nil
+	})
+}
+
 // stableRS returns the replicas of web's own ReplicaSets by image.
 func stableRS(t *testing.T, ns string) map[string]int32 {
 	t.Helper()
@@ -195,7 +204,7 @@ func TestHealthyReleaseIsPromotedThroughEveryStep(t *testing.T) {
 	for i, want := range []float64{100.0 / 7, 25, 50} {
 		assert.InDelta(t, want, out.History[i].Effective, 0.01, "step %d effective weight", i+1)
 	}
-	assert.Equal(t, -1, int(canaryReplicas(t, ns)), "no canary remains")
+	canaryGone(t, ns)
 	d := get(t, ns, "web")
 	assert.False(t, d.Spec.Paused)
 	_, stderr, err := kubectl(t, "", "rollout", "status", "deployment/web", "-n", ns, "--timeout=60s")
@@ -252,7 +261,7 @@ func TestCrashingReleaseIsRolledBack(t *testing.T) {
 	assert.False(t, d.Spec.Paused)
 	assert.Equal(t, "fledge/demo:v1", d.Spec.Template.Spec.Containers[0].Image)
 	assert.Equal(t, map[string]string{"app": "web"}, d.Spec.Template.Labels, "the stable labels are back")
-	assert.Equal(t, -1, int(canaryReplicas(t, ns)))
+	canaryGone(t, ns)
 	eventually(t, "only v1 pods", func(ctx context.Context) (bool, error) {
 		return assert.ObjectsAreEqual(map[string]int{"fledge/demo:v1": 4}, imagesOfPods(t, ns)), nil
 	})
@@ -274,7 +283,7 @@ func TestRevertMidRolloutAborts(t *testing.T) {
 	out := waitOutcome(t, ns)
 	assert.Equal(t, rollout.Aborted, out.Phase)
 	assert.Equal(t, "aborted by user", out.Reason.Message)
-	assert.Equal(t, -1, int(canaryReplicas(t, ns)))
+	canaryGone(t, ns)
 	d := get(t, ns, "web")
 	assert.False(t, d.Spec.Paused)
 	assert.Equal(t, map[string]int32{"fledge/demo:v1": 4}, stableRS(t, ns))
@@ -338,7 +347,7 @@ func TestManagerRestartResumesTheStep(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, before.Step, during.Step, "nothing moves while the manager is down")
 
-	restarted, err := theLab.StartFledge(t.Context(), fledge.Binary)
+	restarted, err := theLab.StartFledge(t.Context(), fledge.Binary, fledge.Args...)
 	require.NoError(t, err)
 	fledge = restarted
 

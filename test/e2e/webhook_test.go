@@ -3,6 +3,9 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"net/http"
+	"os"
+	"regexp"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -160,4 +163,25 @@ func TestSkipAnnotationBypassesFledge(t *testing.T) {
 	d := get(t, ns, "web")
 	assert.False(t, d.Spec.Paused)
 	assert.NotContains(t, d.Annotations, rollout.AnnotationState)
+}
+
+func TestManifestsPassServerSideDryRun(t *testing.T) {
+	stdout := dryRun // run by TestMain, see applyRBAC
+	for _, want := range []string{
+		"namespace/fledge-system", "serviceaccount/fledge", "clusterrole.rbac.authorization.k8s.io/fledge",
+		"deployment.apps/fledge", "service/fledge-webhook", "poddisruptionbudget.policy/fledge",
+		"mutatingwebhookconfiguration.admissionregistration.k8s.io/fledge",
+		"validatingwebhookconfiguration.admissionregistration.k8s.io/fledge",
+	} {
+		assert.Regexp(t, regexp.QuoteMeta(want)+` (created|configured|unchanged) \(server dry run\)`, stdout)
+	}
+}
+
+func TestManagerRunsAsTheManifestsServiceAccount(t *testing.T) {
+	resp, err := http.Get(fledge.MetricsURL + "/metrics")
+	require.NoError(t, err)
+	resp.Body.Close()
+	log, err := os.ReadFile(fledge.Log)
+	require.NoError(t, err)
+	assert.Contains(t, string(log), `"identity":"system:serviceaccount:fledge-system:fledge"`)
 }

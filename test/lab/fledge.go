@@ -9,9 +9,12 @@ import (
 	"strconv"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 )
 
 // FledgeUser is the identity the lab gives fledge's manager: not the admin
@@ -30,8 +33,10 @@ type Fledge struct {
 	ProbeURL   string
 	// Log is the manager's log file.
 	Log string
-	// Binary is the manager program, to start it again.
+	// Binary is the manager program and Args the arguments StartFledge
+	// was given, to start it again the same way.
 	Binary string
+	Args   []string
 
 	proc *process
 }
@@ -51,9 +56,27 @@ func BuildFledge(ctx context.Context, dir string) (string, error) {
 	return out, nil
 }
 
+// ServiceAccountKubeconfig writes a kubeconfig that acts as the
+// ServiceAccount namespace/name, with a token from the TokenRequest API: to
+// run fledge with exactly the RBAC its manifests grant.
+func (l *Lab) ServiceAccountKubeconfig(ctx context.Context, namespace, name string) (string, error) {
+	tr, err := l.Client.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, name, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](24 * 3600)},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("lab: token of service account %s/%s: %w", namespace, name, err)
+	}
+	user := "system:serviceaccount:" + namespace + ":" + name
+	cfg := rest.CopyConfig(l.Config)
+	cfg.BearerToken = tr.Status.Token
+	l.users[user] = cfg
+	return l.writeKubeconfig(user)
+}
+
 // StartFledge runs the manager at path against the lab, with the webhooks
 // registered at https://127.0.0.1:PORT (--webhook-url), and waits until it
-// is ready. Lab.Stop stops it too.
+// is ready. It acts as FledgeUser unless args give another --kubeconfig.
+// Lab.Stop stops it too.
 func (l *Lab) StartFledge(ctx context.Context, path string, args ...string) (*Fledge, error) {
 	kubeconfig, err := l.writeKubeconfig(FledgeUser)
 	if err != nil {
@@ -69,6 +92,7 @@ func (l *Lab) StartFledge(ctx context.Context, path string, args ...string) (*Fl
 	}
 	f := &Fledge{
 		Binary:     path,
+		Args:       args,
 		WebhookURL: "https://127.0.0.1:" + strconv.Itoa(ports[0]),
 		MetricsURL: "http://127.0.0.1:" + strconv.Itoa(ports[1]),
 		ProbeURL:   "http://127.0.0.1:" + strconv.Itoa(ports[2]),
