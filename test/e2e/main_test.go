@@ -5,9 +5,11 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -31,7 +33,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(lab.Run(m, lab.Options{}, &theLab, startFledge))
+	os.Exit(lab.Run(m, lab.Options{}, &theLab, startFledge, buildPlugin))
 }
 
 // startFledge builds the manager of this checkout into the lab's directory
@@ -92,6 +94,38 @@ func applyRBAC(ctx context.Context, l *lab.Lab) error {
 		return fmt.Errorf("kubectl apply --dry-run=server -k manifests: %w\n%s", err, out)
 	}
 	return nil
+}
+
+// pluginDir holds kubectl-fledge, built from this checkout.
+var pluginDir string
+
+func buildPlugin(ctx context.Context, l *lab.Lab) error {
+	pluginDir = filepath.Join(l.Dir, "plugin")
+	if err := os.Mkdir(pluginDir, 0o755); err != nil {
+		return err
+	}
+	_, err := lab.Build(ctx, pluginDir, "cmd/kubectl-fledge")
+	return err
+}
+
+// kubectlFledge runs `kubectl fledge ARGS` the way a user does: kubectl
+// finds the plugin on PATH. It returns the output and the exit code.
+func kubectlFledge(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), "kubectl", append([]string{"fledge"}, args...)...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+theLab.Kubeconfig, "PATH="+pluginDir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exit):
+		code = exit.ExitCode()
+	default:
+		require.NoError(t, err)
+	}
+	return out.String(), errOut.String(), code
 }
 
 // kubectl runs kubectl as the lab's admin with stdin, and returns stdout

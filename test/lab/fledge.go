@@ -41,19 +41,25 @@ type Fledge struct {
 	proc *process
 }
 
-// BuildFledge builds the manager of this checkout into dir and returns its path.
-func BuildFledge(ctx context.Context, dir string) (string, error) {
+// Build builds the program of this checkout's package pkg (for example
+// "cmd/fledge") into dir and returns its path.
+func Build(ctx context.Context, dir, pkg string) (string, error) {
 	bin, err := checkoutBin()
 	if err != nil {
 		return "", err
 	}
-	out := filepath.Join(dir, "fledge")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/fledge")
+	out := filepath.Join(dir, filepath.Base(pkg))
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./"+pkg)
 	cmd.Dir = filepath.Dir(bin)
 	if msg, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("lab: build fledge: %w\n%s", err, msg)
+		return "", fmt.Errorf("lab: build %s: %w\n%s", pkg, err, msg)
 	}
 	return out, nil
+}
+
+// BuildFledge builds the manager of this checkout into dir and returns its path.
+func BuildFledge(ctx context.Context, dir string) (string, error) {
+	return Build(ctx, dir, "cmd/fledge")
 }
 
 // ServiceAccountKubeconfig writes a kubeconfig that acts as the

@@ -59,17 +59,7 @@ const podsLog = "pods.log"
 // BuildDemoApp builds the demo app of this checkout (test/demoapp) into dir
 // and returns its path, for Options.DemoApp.
 func BuildDemoApp(ctx context.Context, dir string) (string, error) {
-	bin, err := checkoutBin()
-	if err != nil {
-		return "", err
-	}
-	out := filepath.Join(dir, "demoapp")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./test/demoapp")
-	cmd.Dir = filepath.Dir(bin)
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("lab: build the demo app: %w\n%s", err, msg)
-	}
-	return out, nil
+	return Build(ctx, dir, "test/demoapp")
 }
 
 // DemoPIDs returns the process IDs of the demo processes running now, by
