@@ -278,15 +278,20 @@ func TestErrorRateCanaryIsRolledBackAtTheFirstStep(t *testing.T) {
 }
 
 func TestCanaryThatBreaksLaterIsRolledBackAtHalf(t *testing.T) {
-	s := newScenario(t, "analysis-later", "6s", 8, nil)
-	// Healthy through 5% and 25% (about 2 × (6s hold + readiness)), then
-	// every request fails: issues detected at 50%, as in the seed's table.
-	s.release(t, "v3", map[string]string{"FAIL_AFTER": "20s"})
+	s := newScenario(t, "analysis-later", "12s", 8, nil)
+	// The first canary pod starts with step 1; steps 1 and 2 take about
+	// 2 × (12s hold + readiness + an evaluation), so it is healthy through 5%
+	// and 25%, and every request it serves fails from 30s of uptime, early
+	// in the 50% step: issues detected at 50%, as in the seed's table.
+	s.release(t, "v3", map[string]string{"FAIL_AFTER": "30s"})
 	out := s.outcome(t)
 	require.Equal(t, rollout.RolledBack, out.Phase)
 	assert.Equal(t, "error-rate", out.Reason.Check)
 	assert.Equal(t, int32(2), out.Reason.Step, "passed 5%% and 25%%, failed at 50%%: %+v", out.History)
 	assert.Equal(t, int32(50), out.Reason.Weight)
+	for _, h := range out.History {
+		t.Logf("step %d (%d%%): %.1fs", h.Step+1, h.Weight, h.Ended.Sub(h.Started.Time).Seconds())
+	}
 }
 
 func TestLatencyRatio(t *testing.T) {
@@ -320,7 +325,7 @@ func TestPrometheusOutage(t *testing.T) {
 		assert.Equal(t, rollout.Succeeded, out.Phase, "reason: %+v", out.Reason)
 	})
 	t.Run("gone for longer: the rollout does not advance and is rolled back", func(t *testing.T) {
-		s := newScenario(t, "analysis-outage", "8s", 3, nil)
+		s := newScenario(t, "analysis-outage", "8s", 6, nil)
 		s.release(t, "v2", nil)
 		st := waitStep(t, s.ns, 1)
 		theLab.StopPrometheus()
@@ -328,7 +333,7 @@ func TestPrometheusOutage(t *testing.T) {
 		out := s.outcome(t)
 		require.Equal(t, rollout.RolledBack, out.Phase)
 		assert.Equal(t, st.Step, out.Reason.Step, "no step was taken without evidence")
-		assert.Contains(t, out.Reason.Message, "in 4 consecutive evaluations (noDataLimit 3)")
+		assert.Contains(t, out.Reason.Message, "in 7 consecutive evaluations (noDataLimit 6)")
 	})
 }
 
