@@ -61,6 +61,10 @@ type State struct {
 	// Replicas is the user's total for capacity shift, remembered because
 	// the stable Deployment's own count is lowered during the rollout.
 	Replicas int32 `json:"replicas,omitempty"`
+	// StableSet is the stable count fledge last wrote under capacity shift:
+	// a different count on the Deployment is a person's (or a tool's) new
+	// total.
+	StableSet int32 `json:"stableSet,omitempty"`
 	// Analysis counts consecutive failed and inconclusive evaluations of the
 	// Prometheus checks; LastAnalysis is when they were last evaluated and
 	// Checks what that evaluation found. They live here so that a restarted

@@ -198,6 +198,25 @@ func (p *planner) shift() bool {
 	return !p.o.HPA && p.total() > 1
 }
 
+// followScale takes a change of the Deployment's replicas during a shift
+// rollout as the user's new total. (A count read from a cache that lags
+// fledge's own write looks the same; the write planned from it carries the
+// stale resourceVersion and is refused, so the next reconcile sees better.)
+func (p *planner) followScale() {
+	if p.s.Policy.Capacity != policy.CapacityShift || p.s.Replicas == 0 {
+		return
+	}
+	expected := p.s.Replicas
+	if p.s.StableSet > 0 {
+		expected = p.s.StableSet
+	}
+	if observed := p.stableReplicas(); observed != expected {
+		p.s.Replicas = observed
+		p.s.StableSet = 0
+		p.event(corev1.EventTypeNormal, "Scaled", "%s was scaled to %d replicas: the rollout now shares %d pods between stable and canary", p.name(), observed, observed)
+	}
+}
+
 // total is the user's replica count, remembered for capacity shift.
 func (p *planner) total() int32 {
 	if p.s.Replicas > 0 {
@@ -221,6 +240,7 @@ func (p *planner) progress() {
 	if p.s.StepStartedAt == nil {
 		p.startStep()
 	}
+	p.followScale()
 	canary, stable := p.counts()
 	p.plan.CanaryReplicas = ptr.To(canary)
 
@@ -240,6 +260,7 @@ func (p *planner) progress() {
 	if p.shift() {
 		// Stable gives up pods only once the canary's are Ready.
 		p.plan.StableReplicas = ptr.To(stable)
+		p.s.StableSet = stable
 	}
 	if !p.analyse() {
 		return

@@ -407,6 +407,23 @@ func TestPlan(t *testing.T) {
 			},
 		},
 		{
+			name: "a user's scale during a shift rollout becomes the new total",
+			o: Observed{Deployment: web(20), State: func() *rollout.State {
+				s := state(rollout.Progressing, 1)
+				s.Policy.Capacity = policy.CapacityShift
+				s.Replicas = 10
+				s.StableSet = 8 // fledge had set 10 − 2
+				s.StepStartedAt = ago(time.Second)
+				return s
+			}(), Canary: canary(web(10), 2, 2)},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, int32(20), p.State.Replicas)
+				assert.Equal(t, ptr.To[int32](5), p.CanaryReplicas, "25% of 20")
+				assert.Nil(t, p.StableReplicas, "stable waits for the 5 canary pods to be Ready")
+				assert.Equal(t, "Normal Scaled: web was scaled to 20 replicas: the rollout now shares 20 pods between stable and canary", events(p)[0])
+			},
+		},
+		{
 			name: "capacity shift falls back to surge with an HPA, and says so",
 			o: Observed{Deployment: web(10), HPA: true, State: func() *rollout.State {
 				s := state(rollout.Progressing, 0)

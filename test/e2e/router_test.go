@@ -396,3 +396,27 @@ func TestCommandsSteerTheRollout(t *testing.T) {
 	assert.Regexp(t, `^resume: web goes on at step \d \(\d+%\)$`, msgs[1])
 	assert.Equal(t, "promote-full: web skips to promotion", msgs[2])
 }
+
+func TestShiftKeepsTheTotalAndFollowsAScale(t *testing.T) {
+	ns := namespace(t, "router-shift", true)
+	_, stderr, err := kubectl(t, fmt.Sprintf(fastPolicy, ns, "60s", "60s", "60s")+"    capacity: shift\n", "apply", "-f", "-")
+	require.NoError(t, err, stderr)
+	deployed(t, ns, "v1", 10)
+	release(t, ns, "v2", 10)
+
+	// 5% of 10: one canary pod, and stable gives one up once it is Ready.
+	waitState(t, ns, "step 1 holding", func(s *rollout.State) bool { return s.HoldingSince != nil })
+	eventually(t, "9 stable + 1 canary", func(ctx context.Context) (bool, error) {
+		return assert.ObjectsAreEqual(map[string]int{"stable": 9, "canary": 1}, tracks(t, ns)), nil
+	})
+
+	_, stderr, err = kubectl(t, "", "scale", "deployment/web", "-n", ns, "--replicas=20")
+	require.NoError(t, err, stderr)
+	// The new total is 20: 5% of 20 is 1 canary pod, 19 stable.
+	eventually(t, "19 stable + 1 canary", func(ctx context.Context) (bool, error) {
+		return assert.ObjectsAreEqual(map[string]int{"stable": 19, "canary": 1}, tracks(t, ns)), nil
+	})
+	s, err := rollout.ParseState(get(t, ns, "web"))
+	require.NoError(t, err)
+	assert.Equal(t, int32(20), s.Replicas)
+}
