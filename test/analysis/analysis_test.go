@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -146,12 +145,9 @@ spec:
 
 func kubectl(t *testing.T, stdin string, args ...string) string {
 	t.Helper()
-	cmd := exec.CommandContext(t.Context(), "kubectl", args...)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+theLab.Kubeconfig)
-	cmd.Stdin = strings.NewReader(stdin)
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, string(out))
-	return string(out)
+	stdout, stderr, err := theLab.Kubectl(t.Context(), stdin, args...)
+	require.NoError(t, err, stderr)
+	return stdout
 }
 
 // scenario is one namespace with the policy, web at v1 serving, and

@@ -80,18 +80,13 @@ func applyRBAC(ctx context.Context, l *lab.Lab) error {
 			keep = append(keep, doc)
 		}
 	}
-	cmd := exec.CommandContext(ctx, "kubectl", "apply", "-f", "-")
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+l.Kubeconfig)
-	cmd.Stdin = strings.NewReader(strings.Join(keep, "\n---\n"))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("apply manifests: %w\n%s", err, out)
+	if _, stderr, err := l.Kubectl(ctx, strings.Join(keep, "\n---\n"), "apply", "-f", "-"); err != nil {
+		return fmt.Errorf("apply manifests: %w\n%s", err, stderr)
 	}
-	cmd = exec.CommandContext(ctx, "kubectl", "apply", "--dry-run=server", "-k", "../../manifests")
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+l.Kubeconfig)
-	out, err := cmd.CombinedOutput()
-	dryRun = string(out)
+	out, stderr, err := l.Kubectl(ctx, "", "apply", "--dry-run=server", "-k", "../../manifests")
+	dryRun = out
 	if err != nil {
-		return fmt.Errorf("kubectl apply --dry-run=server -k manifests: %w\n%s", err, out)
+		return fmt.Errorf("kubectl apply --dry-run=server -k manifests: %w\n%s", err, stderr)
 	}
 	return nil
 }
@@ -131,14 +126,7 @@ func kubectlFledge(t *testing.T, args ...string) (stdout, stderr string, code in
 // kubectl runs kubectl as the lab's admin with stdin, and returns stdout
 // and stderr apart: kubectl prints admission warnings on stderr.
 func kubectl(t *testing.T, stdin string, args ...string) (stdout, stderr string, err error) {
-	t.Helper()
-	cmd := exec.CommandContext(t.Context(), "kubectl", args...)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+theLab.Kubeconfig)
-	cmd.Stdin = strings.NewReader(stdin)
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err = cmd.Run()
-	return out.String(), errOut.String(), err
+	return theLab.Kubectl(t.Context(), stdin, args...)
 }
 
 // namespace creates a namespace for one test, opted in or not.
