@@ -157,14 +157,15 @@ type scenario struct {
 	traffic *lab.Traffic
 }
 
-func newScenario(t *testing.T, name, hold string, noDataLimit int, stableEnv map[string]string) *scenario {
+// newScenario starts one; rps is the traffic's rate of requests.
+func newScenario(t *testing.T, name, hold string, noDataLimit, rps int, stableEnv map[string]string) *scenario {
 	t.Helper()
 	require.NoError(t, theLab.CreateNamespace(t.Context(), name, map[string]string{rollout.LabelEnabled: "true"}))
 	kubectl(t, policyYAML(name, theLab.PrometheusURL, hold, noDataLimit), "apply", "-f", "-")
 	kubectl(t, app(name, "v1", 6, stableEnv), "apply", "-f", "-")
 	kubectl(t, "", "rollout", "status", "deployment/web", "-n", name, "--timeout=60s")
 
-	s := &scenario{ns: name, traffic: lab.NewTraffic(theLab.Client, name, "web", 300)}
+	s := &scenario{ns: name, traffic: lab.NewTraffic(theLab.Client, name, "web", rps)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = s.traffic.Run(ctx) }()
@@ -198,6 +199,9 @@ func (s *scenario) outcome(t *testing.T) *rollout.Outcome {
 
 // shares checks, step by step, that the measured canary share of the
 // traffic is within 3 points of the effective weight, over ≥ 1000 requests.
+// Each request picks an endpoint at random, so the share is a sample: at
+// 800 rps a step's ~5000 requests put 3 points beyond 4 standard deviations
+// (0.7 points at a 50% share), so the test fails for a real skew, not luck.
 func (s *scenario) shares(t *testing.T, out *rollout.Outcome) {
 	t.Helper()
 	for _, h := range out.History {
@@ -229,7 +233,7 @@ func rolledBackMessage(t *testing.T, ns string) string {
 }
 
 func TestHealthyCanaryIsPromotedWithTrafficFollowingPods(t *testing.T) {
-	s := newScenario(t, "analysis-healthy", "6s", 8, nil)
+	s := newScenario(t, "analysis-healthy", "8s", 8, 800, nil)
 	s.release(t, "v2", nil)
 	out := s.outcome(t)
 	require.Equal(t, rollout.Succeeded, out.Phase, "reason: %+v", out.Reason)
@@ -238,7 +242,7 @@ func TestHealthyCanaryIsPromotedWithTrafficFollowingPods(t *testing.T) {
 }
 
 func TestErrorRateCanaryIsRolledBackAtTheFirstStep(t *testing.T) {
-	s := newScenario(t, "analysis-errors", "30s", 8, nil)
+	s := newScenario(t, "analysis-errors", "30s", 8, 300, nil)
 	released := time.Now()
 	s.release(t, "v3", map[string]string{"ERROR_RATE": "0.2"})
 	out := s.outcome(t)
@@ -274,7 +278,7 @@ func TestErrorRateCanaryIsRolledBackAtTheFirstStep(t *testing.T) {
 }
 
 func TestCanaryThatBreaksLaterIsRolledBackAtHalf(t *testing.T) {
-	s := newScenario(t, "analysis-later", "12s", 8, nil)
+	s := newScenario(t, "analysis-later", "12s", 8, 300, nil)
 	// The first canary pod starts with step 1; steps 1 and 2 take about
 	// 2 × (12s hold + readiness + an evaluation), so it is healthy through 5%
 	// and 25%, and every request it serves fails from 30s of uptime, early
@@ -293,7 +297,7 @@ func TestCanaryThatBreaksLaterIsRolledBackAtHalf(t *testing.T) {
 func TestLatencyRatio(t *testing.T) {
 	stable := map[string]string{"LATENCY": "20ms"}
 	t.Run("3x slower than stable is rolled back", func(t *testing.T) {
-		s := newScenario(t, "analysis-slow", "30s", 8, stable)
+		s := newScenario(t, "analysis-slow", "30s", 8, 300, stable)
 		s.release(t, "v3", map[string]string{"LATENCY": "60ms"})
 		out := s.outcome(t)
 		require.Equal(t, rollout.RolledBack, out.Phase)
@@ -302,7 +306,7 @@ func TestLatencyRatio(t *testing.T) {
 		assert.Equal(t, 1.5, *out.Reason.Bound)
 	})
 	t.Run("1.05x is promoted", func(t *testing.T) {
-		s := newScenario(t, "analysis-fine", "4s", 8, stable)
+		s := newScenario(t, "analysis-fine", "4s", 8, 300, stable)
 		s.release(t, "v2", map[string]string{"LATENCY": "21ms"})
 		out := s.outcome(t)
 		assert.Equal(t, rollout.Succeeded, out.Phase, "reason: %+v", out.Reason)
@@ -311,7 +315,7 @@ func TestLatencyRatio(t *testing.T) {
 
 func TestPrometheusOutage(t *testing.T) {
 	t.Run("back within noDataLimit: the rollout goes on", func(t *testing.T) {
-		s := newScenario(t, "analysis-blip", "8s", 10, nil)
+		s := newScenario(t, "analysis-blip", "8s", 10, 300, nil)
 		s.release(t, "v2", nil)
 		waitStep(t, s.ns, 1)
 		theLab.StopPrometheus()
@@ -321,7 +325,7 @@ func TestPrometheusOutage(t *testing.T) {
 		assert.Equal(t, rollout.Succeeded, out.Phase, "reason: %+v", out.Reason)
 	})
 	t.Run("gone for longer: the rollout does not advance and is rolled back", func(t *testing.T) {
-		s := newScenario(t, "analysis-outage", "8s", 6, nil)
+		s := newScenario(t, "analysis-outage", "8s", 6, 300, nil)
 		s.release(t, "v2", nil)
 		st := waitStep(t, s.ns, 1)
 		theLab.StopPrometheus()
