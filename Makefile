@@ -14,6 +14,10 @@ TESTFLAGS ?= -count=1 -timeout 45m
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
+.PHONY: demo
+demo: tools build ## the demo: a healthy release promoted, a broken one rolled back at 50% (about 2 minutes)
+	$(BIN)/fledge-lab demo
+
 .PHONY: build
 build: ## build fledge's programs into bin/
 	$(GO) build -o $(BIN)/ $(PROGRAMS)

@@ -26,6 +26,7 @@ const usage = `fledge-lab runs fledge's local lab: a real Kubernetes control pla
 Usage:
   fledge-lab up [flags]         start the lab and keep it running until Ctrl-C or SIGTERM
   fledge-lab traffic [flags]    send requests to a Service of a running lab, as its users would
+  fledge-lab demo [flags]       the demo: a healthy release promoted, a broken one rolled back at 50%
 
 With --fledge, the lab also runs the fledge manager built from this checkout
 (bin/fledge, from "make build"), its webhooks registered with the lab's
@@ -40,6 +41,12 @@ traffic sends --rps requests a second to the ready endpoints of a Service,
 each to one chosen at random (as kube-proxy does), at 127.0.0.1 on the port
 the lab gave the pod; it prints one line a second with the requests and
 errors of each track and the canary's share, and a summary at the end.
+
+demo starts a lab with fledge and Prometheus, applies web v1 and sends it
+traffic, then releases a healthy v2 and a v3 that breaks after a while, with
+kubectl, showing each rollout live with kubectl fledge status; it ends with a
+summary of both and stops everything it started. It needs bin/fledge,
+bin/kubectl-fledge and bin/demoapp ("make build").
 `
 
 func main() {
@@ -59,6 +66,10 @@ func main() {
 		var opts trafficOptions
 		_ = trafficFlags(&opts).Parse(os.Args[2:])
 		err = traffic(ctx, opts, os.Stdout)
+	case "demo":
+		var opts demoOptions
+		_ = demoFlags(&opts).Parse(os.Args[2:])
+		err = demo(ctx, opts, os.Stdout, os.Stderr)
 	default:
 		printUsage()
 		os.Exit(2)
@@ -69,13 +80,15 @@ func main() {
 	}
 }
 
-// printUsage prints the usage and the flags of both commands.
+// printUsage prints the usage and the flags of every command.
 func printUsage() {
 	fmt.Fprint(os.Stderr, usage)
 	fmt.Fprintln(os.Stderr, "\nFlags of up:")
 	upFlags(&upOptions{}).PrintDefaults()
 	fmt.Fprintln(os.Stderr, "\nFlags of traffic:")
 	trafficFlags(&trafficOptions{}).PrintDefaults()
+	fmt.Fprintln(os.Stderr, "\nFlags of demo:")
+	demoFlags(&demoOptions{}).PrintDefaults()
 }
 
 // upOptions are the flags of up.

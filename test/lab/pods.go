@@ -134,7 +134,15 @@ type demoProcess struct {
 	*process
 	uid  types.UID
 	port int
+	// leaving is when its pod was first seen going: the process drains
+	// until leaving+drain before it is stopped.
+	leaving time.Time
 }
+
+// drain is how long a deleted pod's process keeps answering, as a pod with a
+// preStop sleep does while kube-proxy takes its endpoint out: requests
+// already routed to it still get answers.
+const drain = 2 * time.Second
 
 // podRunner keeps one demo process per pod that wants one (wantsDemo),
 // reconciling from a pod informer through a work queue keyed by
@@ -267,6 +275,15 @@ func (r *podRunner) sync(key string) error {
 		}
 		if want && cur.uid == spec.uid {
 			return r.annotate(pod, cur.port)
+		}
+		if going := pod == nil || pod.UID != cur.uid || pod.DeletionTimestamp != nil; going && r.ctx.Err() == nil {
+			if cur.leaving.IsZero() {
+				cur.leaving = time.Now()
+			}
+			if wait := time.Until(cur.leaving.Add(drain)); wait > 0 {
+				r.queue.AddAfter(key, wait)
+				return nil
+			}
 		}
 		r.stop(key, cur, stopReason(pod, cur.uid))
 		if err := r.unannotate(pod, cur.uid); err != nil {

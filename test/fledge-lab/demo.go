@@ -1,0 +1,644 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/term"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/fledge-dev/fledge/rollout"
+	"github.com/fledge-dev/fledge/test/lab"
+)
+
+// The demo plays the seed's process table on the lab: a healthy release
+// grows 5% → 25% → 50% and is promoted, a broken one is caught at 50% and
+// rolled back. Everything a person would type goes through real kubectl and
+// the real plugin, so the demo shows what using fledge looks like, not a
+// simulation of it.
+const (
+	demoNamespace = "demo"
+	demoApp       = "web"
+	demoReplicas  = 10
+	// demoRPS is enough traffic for a 5% canary to get ten requests a
+	// second, while leaving the two cores to the control plane.
+	demoRPS = 200
+	// demoWaitFor bounds each wait on the lab, so a stuck demo says what
+	// it waited for instead of hanging.
+	demoWaitFor = 5 * time.Minute
+)
+
+// demoOptions are the flags of demo.
+type demoOptions struct {
+	hold time.Duration
+}
+
+func demoFlags(opts *demoOptions) *flag.FlagSet {
+	fs := flag.NewFlagSet("demo", flag.ExitOnError)
+	fs.Usage = printUsage
+	fs.DurationVar(&opts.hold, "hold", 15*time.Second, "hold of the 5% and 25% steps; the 50% step holds twice as long")
+	return fs
+}
+
+// demoPrograms are the programs `make build` puts next to fledge-lab.
+type demoPrograms struct {
+	// dir goes first on kubectl's PATH, where kubectl finds kubectl-fledge.
+	dir     string
+	fledge  string
+	demoApp string
+}
+
+// findDemoPrograms finds the demo's programs beside fledge-lab and kubectl
+// on PATH, naming everything that is missing at once.
+func findDemoPrograms() (demoPrograms, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return demoPrograms{}, err
+	}
+	dir := filepath.Dir(exe)
+	var missing []string
+	for _, name := range []string{"fledge", "kubectl-fledge", "demoapp"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			missing = append(missing, filepath.Join(dir, name))
+		}
+	}
+	if len(missing) > 0 {
+		return demoPrograms{}, fmt.Errorf("missing %s: run `make build`", strings.Join(missing, ", "))
+	}
+	if _, err := exec.LookPath("kubectl"); err != nil {
+		return demoPrograms{}, errors.New("kubectl is not on PATH: the demo uses it as a person would; install it (v1.32 is tested)")
+	}
+	return demoPrograms{dir: dir, fledge: filepath.Join(dir, "fledge"), demoApp: filepath.Join(dir, "demoapp")}, nil
+}
+
+// demo runs the whole demo and stops every process it started, whatever
+// happens, before it returns.
+func demo(ctx context.Context, opts demoOptions, out, errOut io.Writer) error {
+	began := time.Now()
+	if opts.hold < time.Second {
+		return fmt.Errorf("demo: --hold %s: want at least 1s", opts.hold)
+	}
+	progs, err := findDemoPrograms()
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	fmt.Fprint(out, demoIntro(opts.hold))
+
+	l, err := startDemoLab(ctx, progs, out)
+	if err != nil {
+		return demoEnd(ctx, fmt.Errorf("demo: %w", err))
+	}
+	d := &demoRun{lab: l, progs: progs, hold: opts.hold, out: out, errOut: errOut, terminal: isTerminal(out)}
+	err = d.run(ctx)
+	fmt.Fprintln(out, "\nfledge-lab: stopping the lab")
+	l.Stop()
+	fmt.Fprintf(out, "fledge-lab: the demo took %s\n", time.Since(began).Round(time.Second))
+	return demoEnd(ctx, err)
+}
+
+// demoEnd says plainly that Ctrl-C ended the demo, rather than repeating
+// whatever the interrupted step reported.
+func demoEnd(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() != nil {
+		return errors.New("demo: interrupted; the lab is stopped")
+	}
+	return err
+}
+
+func demoIntro(hold time.Duration) string {
+	return fmt.Sprintf(`fledge-lab demo: progressive delivery of a plain Deployment, on a lab started here.
+  1. web v1 serves %d requests a second from %d pods, in a namespace that opted in to fledge.
+  2. v2, healthy, is applied with kubectl: fledge gives it 5%%, 25%%, 50%% of the pods (and so of
+     the traffic), holding %s, %s and %s while Prometheus checks its error rate, then promotes it.
+  3. v3, which starts failing after a while, is applied: caught at 50%%, it is rolled back.
+
+`, demoRPS, demoReplicas, hold, hold, 2*hold)
+}
+
+// startDemoLab starts the lab with Prometheus, the pod runner and fledge,
+// and prints how to look at it from another shell.
+func startDemoLab(ctx context.Context, progs demoPrograms, out io.Writer) (*lab.Lab, error) {
+	fmt.Fprintln(out, "fledge-lab: starting the lab (etcd, kube-apiserver, controller manager, scheduler, kwok, Prometheus)")
+	start := time.Now()
+	l, err := lab.Start(ctx, lab.Options{DemoApp: progs.demoApp, Prometheus: true})
+	if err != nil {
+		return nil, err
+	}
+	f, err := l.StartFledge(ctx, progs.fledge)
+	if err != nil {
+		l.Stop()
+		return nil, err
+	}
+	fmt.Fprintf(out, "fledge-lab: lab and fledge ready in %.1fs; logs in %s (fledge: %s)\n",
+		time.Since(start).Seconds(), l.Dir, filepath.Base(f.Log))
+	fmt.Fprintln(out, "fledge-lab: to look around from another shell while the demo runs:")
+	fmt.Fprintf(out, "export KUBECONFIG=%s\n", l.Kubeconfig)
+	fmt.Fprintf(out, "export PATH=%s:$PATH   # for kubectl fledge\n", progs.dir)
+	return l, nil
+}
+
+// isTerminal reports whether w is a terminal: the plugin then redraws its
+// table in place, over what the demo printed before.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// demoRun is one run of the demo on a started lab.
+type demoRun struct {
+	lab         *lab.Lab
+	progs       demoPrograms
+	hold        time.Duration
+	out, errOut io.Writer
+	terminal    bool
+	traffic     *lab.Traffic
+}
+
+// release is one `kubectl apply` of a new version and the rollout it made.
+type release struct {
+	tag, what string
+	applied   time.Time
+	outcome   *rollout.Outcome
+}
+
+// run sets up v1 and its users, then releases v2 and v3.
+func (d *demoRun) run(ctx context.Context) error {
+	if err := d.setUp(ctx); err != nil {
+		return err
+	}
+	stopTraffic, err := d.startTraffic(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopTraffic()
+
+	v2, err := d.release(ctx, "v2", "a healthy version", "expect 5% → 25% → 50%, then the Deployment rolls to v2")
+	if err != nil {
+		return err
+	}
+	if v2.outcome.Phase != rollout.Succeeded {
+		stopTraffic()
+		d.summary(v2)
+		return fmt.Errorf("demo: v2 is healthy but its rollout ended %s%s", v2.outcome.Phase, reasonSuffix(v2.outcome.Reason))
+	}
+
+	failAfter := breakAfter(v2.outcome, d.hold)
+	v3, err := d.release(ctx, "v3", fmt.Sprintf("answers 500 once it has run %s", failAfter),
+		fmt.Sprintf("v2 took %s from its first canary pod to 50%%, so v3 passes 5%% and 25%% and fails just after 50%% begins", failAfter-breakMargin),
+		"FAIL_AFTER="+failAfter.String())
+	if err != nil {
+		return err
+	}
+	if err := d.afterRollback(ctx); err != nil {
+		return err
+	}
+	stopTraffic()
+	d.summary(v2, v3)
+	return caughtAtHalf(v3.outcome)
+}
+
+// setUp applies what a team would have before its first release: the
+// opted-in namespace, its policy and web v1 with its Service; and waits
+// until every v1 pod answers.
+func (d *demoRun) setUp(ctx context.Context) error {
+	fmt.Fprintf(d.out, "\n== The team's namespace %q (opted in), its policy, and web v1 ==\n", demoNamespace)
+	if err := d.apply(ctx, demoNamespaceYAML()+"---\n"+demoPolicyYAML(d.lab.PrometheusURL, d.hold), "namespace demo, ConfigMap fledge-policy"); err != nil {
+		return err
+	}
+	if err := d.waitFor(ctx, "the default ServiceAccount of namespace demo", func(ctx context.Context) (bool, error) {
+		_, err := d.lab.Client.CoreV1().ServiceAccounts(demoNamespace).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	}); err != nil {
+		return err
+	}
+	if err := d.apply(ctx, webYAML("v1"), "web v1: image fledge/demo:v1, 10 replicas, and its Service"); err != nil {
+		return err
+	}
+	return d.waitServing(ctx, "v1")
+}
+
+// waitServing waits until all the Deployment's pods run tag, are Ready and
+// have a demo process answering for them.
+func (d *demoRun) waitServing(ctx context.Context, tag string) error {
+	image := lab.DemoImage + ":" + tag
+	return d.waitFor(ctx, fmt.Sprintf("%d pods of %s serving", demoReplicas, image), func(ctx context.Context) (bool, error) {
+		pods, err := d.lab.Client.CoreV1().Pods(demoNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app=" + demoApp})
+		if err != nil {
+			return false, nil
+		}
+		serving := 0
+		for _, p := range pods.Items {
+			if p.DeletionTimestamp == nil && p.Spec.Containers[0].Image == image && podReady(&p) && p.Annotations[lab.PortAnnotation] != "" {
+				serving++
+			}
+		}
+		return serving == demoReplicas, nil
+	})
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// startTraffic starts the users: demoRPS requests a second to the Service
+// until the returned function is called (it is safe to call twice). It
+// shows the first seconds, so the audience sees what "no errors" looks
+// like before any release.
+func (d *demoRun) startTraffic(ctx context.Context) (func(), error) {
+	d.traffic = lab.NewTraffic(d.lab.Client, demoNamespace, demoApp, demoRPS)
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- d.traffic.Run(runCtx) }()
+	var runErr error
+	stop := sync.OnceFunc(func() { cancel(); runErr = <-done })
+
+	fmt.Fprintf(d.out, "\nfledge-lab: users send %d requests a second to Service web, spread over its ready pods as kube-proxy does\n", demoRPS)
+	from := time.Now()
+	if err := sleep(ctx, 3*time.Second); err != nil {
+		stop()
+		return nil, err
+	}
+	s, n := wholeSeconds(d.traffic, from)
+	if s.Requests() == 0 {
+		stop()
+		return nil, fmt.Errorf("demo: no request reached Service web in 3s (%v)", runErr)
+	}
+	fmt.Fprintf(d.out, "fledge-lab: users in %ds: %s\n", n, failures(s))
+	return stop, nil
+}
+
+// release applies web at tag with env, follows its rollout with the
+// plugin until it ends, and returns the outcome fledge recorded.
+func (d *demoRun) release(ctx context.Context, tag, what, expect string, env ...string) (*release, error) {
+	r := &release{tag: tag, what: what}
+	fmt.Fprintf(d.out, "\n== web %s: %s ==\n", tag, what)
+	fmt.Fprintf(d.out, "fledge-lab: %s\n", expect)
+	applying := fmt.Sprintf("web %s: image %s:%s", tag, lab.DemoImage, tag)
+	if len(env) > 0 {
+		applying += ", env " + strings.Join(env, " ")
+	}
+	r.applied = time.Now()
+	if err := d.apply(ctx, webYAML(tag, env...), applying); err != nil {
+		return nil, err
+	}
+	exitCode, err := d.follow(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if r.outcome, err = d.outcomeSince(ctx, r.applied); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(d.out, "fledge-lab: web %s %s; kubectl fledge status --wait exited %d, as a CI job would see it\n",
+		tag, r.outcome.Phase, exitCode)
+	return r, nil
+}
+
+// outcomeSince reads the outcome of web's last rollout, which must have
+// finished after the release: the plugin has just said it did.
+func (d *demoRun) outcomeSince(ctx context.Context, applied time.Time) (*rollout.Outcome, error) {
+	dep, err := d.lab.Client.AppsV1().Deployments(demoNamespace).Get(ctx, demoApp, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("demo: read deployment web: %w", err)
+	}
+	o, err := rollout.ParseOutcome(dep)
+	if err != nil {
+		return nil, fmt.Errorf("demo: %w", err)
+	}
+	if o == nil || o.FinishedAt.Time.Before(applied) {
+		return nil, errors.New("demo: kubectl fledge status said the rollout ended, but web records no outcome since the release")
+	}
+	return o, nil
+}
+
+// breakMargin is how long after the canary's pods are Ready at 50% v3
+// starts failing: late enough to be sure 25% is over, early enough for
+// two failed evaluations of a 6s error rate well within the 50% hold.
+const breakMargin = 3 * time.Second
+
+// breakAfter is the FAIL_AFTER of v3. FAIL_AFTER counts from each demo
+// process's start, and v3's first canary pod starts at step 1 and keeps
+// running: it must fail only once the canary is at 50%. The time v2, under
+// the same policy on the same machine, took from its first canary pod Ready
+// to its 50% pods Ready is the best forecast of v3's, however busy the
+// machine; without it, the policy's holds plus a few seconds per step.
+func breakAfter(v2 *rollout.Outcome, hold time.Duration) time.Duration {
+	h := v2.History
+	if len(h) == 3 && h[0].Ready != nil && h[2].Ready != nil {
+		return (h[2].Ready.Sub(h[0].Ready.Time) + breakMargin).Round(time.Second)
+	}
+	return 2*(hold+3*time.Second) + breakMargin
+}
+
+// apply runs `kubectl apply -f -` with manifest, as a person would, showing
+// what kubectl says on both streams (fledge's admission warning comes on
+// stderr).
+func (d *demoRun) apply(ctx context.Context, manifest, what string) error {
+	fmt.Fprintf(d.out, "$ kubectl apply -f -   # %s\n", what)
+	cmd := d.kubectl(ctx, "apply", "-f", "-")
+	cmd.Stdin = strings.NewReader(manifest)
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("demo: kubectl apply (%s): %w", what, err)
+	}
+	return nil
+}
+
+// follow shows the live rollout with `kubectl fledge status --watch --wait`
+// until it ends, and returns the plugin's exit code: 0 Succeeded, 1
+// RolledBack (or Aborted).
+func (d *demoRun) follow(ctx context.Context) (int, error) {
+	fmt.Fprintf(d.out, "$ kubectl fledge status %s -n %s --watch --wait\n", demoApp, demoNamespace)
+	if d.terminal {
+		// The plugin redraws on a cleared screen: leave a moment to read
+		// what kubectl apply said.
+		if err := sleep(ctx, 3*time.Second); err != nil {
+			return 0, err
+		}
+	}
+	cmd := d.kubectl(ctx, "fledge", "status", demoApp, "-n", demoNamespace, "--watch", "--wait", "--timeout", demoWaitFor.String())
+	err := cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case ctx.Err() != nil:
+		return 0, ctx.Err()
+	case err == nil:
+		return 0, nil
+	case errors.As(err, &exit) && exit.ExitCode() == 1:
+		return 1, nil // rolled back: release reads why
+	}
+	return 0, fmt.Errorf("demo: kubectl fledge status: %w", err)
+}
+
+// kubectl is a kubectl command on the lab, with the plugin on its PATH and
+// the demo's streams. Cancelling ctx interrupts it as Ctrl-C would, so the
+// plugin ends cleanly.
+func (d *demoRun) kubectl(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, "kubectl", args...)
+	cmd.Env = append(os.Environ(),
+		"KUBECONFIG="+d.lab.Kubeconfig,
+		"PATH="+d.progs.dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	cmd.Stdout, cmd.Stderr = d.out, d.errOut
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 5 * time.Second
+	return cmd
+}
+
+// afterRollback shows a few seconds of traffic once v3 is cut: every
+// request on the stable version again, the seed's last row.
+func (d *demoRun) afterRollback(ctx context.Context) error {
+	from := time.Now()
+	if err := sleep(ctx, 3*time.Second); err != nil {
+		return err
+	}
+	s, n := wholeSeconds(d.traffic, from)
+	fmt.Fprintf(d.out, "fledge-lab: users in %ds after the rollback: %s\n", n, failures(s))
+	return nil
+}
+
+// wholeSeconds returns the traffic of the whole seconds of t between from
+// and now, and how many seconds that is: a count over 2s must not be
+// reported as 3s of traffic.
+func wholeSeconds(t *lab.Traffic, from time.Time) (lab.TrafficStats, int) {
+	now := time.Now()
+	var first, last time.Time
+	n := 0
+	for _, s := range t.Seconds() {
+		if s.From.Before(from) || s.To.After(now) {
+			continue
+		}
+		if n == 0 {
+			first = s.From
+		}
+		last = s.To
+		n++
+	}
+	return t.Between(first, last), n
+}
+
+// caughtAtHalf checks that v3 ended as the seed's table says: issues
+// detected at 50% by the error-rate check, rolled back.
+func caughtAtHalf(o *rollout.Outcome) error {
+	switch {
+	case o.Phase != rollout.RolledBack:
+		return fmt.Errorf("demo: v3 fails after a while, yet its rollout ended %s: it should have been rolled back at 50%%", o.Phase)
+	case o.Reason == nil || o.Reason.Step != 2 || o.Reason.Check != "error-rate":
+		return fmt.Errorf("demo: v3 was rolled back%s, not by the error rate at step 3 (50%%) as the demo intends; "+
+			"on a busy machine its FAIL_AFTER may have come too early or too late", reasonSuffix(o.Reason))
+	}
+	return nil
+}
+
+func reasonSuffix(r *rollout.Reason) string {
+	if r == nil {
+		return ""
+	}
+	return fmt.Sprintf(": %s at step %d (%d%%)", r.Message, r.Step+1, r.Weight)
+}
+
+// summary prints each rollout: its outcome, and per step the target, the
+// share the pod counts gave, the share users' requests really had, and
+// what users saw fail.
+func (d *demoRun) summary(releases ...*release) {
+	fmt.Fprintln(d.out, "\n== Summary ==")
+	for _, r := range releases {
+		o := r.outcome
+		fmt.Fprintf(d.out, "web %s (%s): %s%s, %s after kubectl apply\n", r.tag, r.what, o.Phase, reasonSuffix(o.Reason),
+			o.FinishedAt.Sub(r.applied).Round(100*time.Millisecond))
+		tw := tabwriter.NewWriter(d.out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  step\ttarget\tcanary pods\teffective\tmeasured\trequests\tfailed\tduration")
+		for _, h := range o.History {
+			fmt.Fprintln(tw, d.stepRow(h, o))
+		}
+		tw.Flush()
+		if n := len(o.History); n > 0 && o.History[n-1].Ended != nil {
+			fmt.Fprintln(d.out, d.endLine(o, o.History[n-1].Ended.Time))
+		}
+		// Two seconds more: requests already sent to a canary pod as it
+		// was cut still count.
+		fmt.Fprintf(d.out, "  users during the rollout: %s\n", failures(d.traffic.Between(r.applied, o.FinishedAt.Add(2*time.Second))))
+	}
+}
+
+// endLine is how the rollout ended after its last step. Requests that fail
+// while pods are deleted are named: the lab stops a pod's process as soon
+// as the pod is deleted, before the users' view of the endpoints catches up
+// (a real cluster has the same race without a preStop delay), so even a
+// healthy promotion can show a few.
+func (d *demoRun) endLine(o *rollout.Outcome, lastStep time.Time) string {
+	line := fmt.Sprintf("  then %s in %s", endAction(o.Phase), o.FinishedAt.Sub(lastStep).Round(100*time.Millisecond))
+	failed := d.traffic.Between(lastStep, o.FinishedAt.Add(2*time.Second)).Errors()
+	switch {
+	case failed > 0 && o.Phase == rollout.Succeeded:
+		line += fmt.Sprintf("; %d requests failed meanwhile, sent to pods as they were deleted", failed)
+	case failed > 0:
+		line += fmt.Sprintf("; %d requests failed meanwhile", failed)
+	}
+	return line
+}
+
+// stepRow is one step of the summary. The measured share leaves out the
+// first second after the canary pods were Ready, which the EndpointSlice
+// and the pod runner take to catch up.
+func (d *demoRun) stepRow(h rollout.StepRecord, o *rollout.Outcome) string {
+	ended := o.FinishedAt.Time
+	if h.Ended != nil {
+		ended = h.Ended.Time
+	}
+	measured, requests, failed := "-", "-", "-"
+	if h.Ready != nil {
+		s := d.traffic.Between(h.Ready.Add(time.Second), ended)
+		measured = fmt.Sprintf("%.1f%%", 100*s.Share(rollout.TrackCanary))
+		requests = fmt.Sprint(s.Requests())
+		failed = fmt.Sprint(s.Errors())
+	}
+	return fmt.Sprintf("  %d\t%d%%\t%d of %d\t%.1f%%\t%s\t%s\t%s\t%s",
+		h.Step+1, h.Weight, h.Canary, h.Canary+h.Stable, h.Effective, measured, requests, failed,
+		ended.Sub(h.Started.Time).Round(100*time.Millisecond))
+}
+
+func endAction(p rollout.Phase) string {
+	if p == rollout.Succeeded {
+		return "the Deployment rolled to the new version (100%)"
+	}
+	return "the canary was cut and the stable version restored (100% stable)"
+}
+
+// failures says how many requests users saw fail, by track: "2000
+// requests, 0 failed (stable 0 of 1900, canary 0 of 100)".
+func failures(s lab.TrafficStats) string {
+	n, failed := s.Requests(), s.Errors()
+	if n == 0 {
+		return "no requests"
+	}
+	pct := 100 * float64(failed) / float64(n)
+	var parts []string
+	for _, track := range []string{rollout.TrackStable, rollout.TrackCanary} {
+		if c, ok := s.Tracks[track]; ok {
+			parts = append(parts, fmt.Sprintf("%s %d of %d", track, c.Errors, c.Requests))
+		}
+	}
+	if s.NoEndpoint > 0 {
+		parts = append(parts, fmt.Sprintf("no endpoint %d", s.NoEndpoint))
+	}
+	return fmt.Sprintf("%d requests, %d failed (%.1f%%): %s", n, failed, pct, strings.Join(parts, ", "))
+}
+
+// waitFor polls cond until it holds, up to demoWaitFor.
+func (d *demoRun) waitFor(ctx context.Context, what string, cond wait.ConditionWithContextFunc) error {
+	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, demoWaitFor, true, cond); err != nil {
+		return fmt.Errorf("demo: waiting for %s: %w", what, err)
+	}
+	return nil
+}
+
+// sleep waits for d, or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func demoNamespaceYAML() string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Namespace
+metadata:
+  name: %s
+  labels: {%s: "true"}
+`, demoNamespace, rollout.LabelEnabled)
+}
+
+// demoPolicyYAML is the team's policy: holds long enough to watch, the 50%
+// step twice as long (the last look before everyone gets the version, and
+// room for v3's failure to show), and the error rate of the canary's pods
+// over 6s windows, evaluated every 2s. noDataLimit covers the seconds a
+// new canary pod waits for Prometheus to discover it and scrape it twice:
+// about 10s (5 evaluations) on an idle machine; 10 leaves room for a busy one.
+func demoPolicyYAML(prometheusURL string, hold time.Duration) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: fledge-policy
+  namespace: %[1]s
+  labels: {fledge.dev/policy: "true"}
+data:
+  policy.yaml: |
+    steps:
+    - {weight: 5, hold: %[3]s}
+    - {weight: 25, hold: %[3]s}
+    - {weight: 50, hold: %[4]s}
+    health:
+      readyTimeout: 30s
+    analysis:
+      interval: 2s
+      failureLimit: 1
+      noDataLimit: 10
+      prometheus:
+        url: %[2]s
+      checks:
+      - name: error-rate
+        query: |
+          sum(rate(http_requests_total{namespace="{{.Namespace}}",pod=~"{{.Pods}}",code=~"5.."}[6s]))
+          / sum(rate(http_requests_total{namespace="{{.Namespace}}",pod=~"{{.Pods}}"}[6s]))
+        max: 0.05
+`, demoNamespace, prometheusURL, hold, 2*hold)
+}
+
+// webYAML is the demo app web at tag, answering in 10ms, with env
+// ("NAME=value") added, and its Service.
+func webYAML(tag string, env ...string) string {
+	var vars strings.Builder
+	for _, e := range append([]string{"LATENCY=10ms"}, env...) {
+		name, value, _ := strings.Cut(e, "=")
+		fmt.Fprintf(&vars, "\n        - {name: %s, value: %q}", name, value)
+	}
+	return fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: %[1]s
+  namespace: %[2]s
+spec:
+  replicas: %[3]d
+  selector:
+    matchLabels: {app: %[1]s}
+  template:
+    metadata:
+      labels: {app: %[1]s}
+    spec:
+      containers:
+      - name: app
+        image: %[4]s:%[5]s
+        env:%[6]s
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: %[1]s
+  namespace: %[2]s
+spec:
+  selector: {app: %[1]s}
+  ports:
+  - port: 80
+    targetPort: 8080
+`, demoApp, demoNamespace, demoReplicas, lab.DemoImage, tag, vars.String())
+}
