@@ -10,8 +10,6 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -56,46 +54,9 @@ func run(m *testing.M) int {
 	})
 }
 
-// policyYAML is the team policy of these tests: three steps of hold each,
-// the error-rate check and the mean-latency ratio check, every 2s.
-func policyYAML(ns, prometheus, hold string, noDataLimit int) string {
-	return fmt.Sprintf(`apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: fledge-policy
-  namespace: %[1]s
-  labels: {fledge.dev/policy: "true"}
-data:
-  policy.yaml: |
-    steps:
-    - {weight: 5, hold: %[3]s}
-    - {weight: 25, hold: %[3]s}
-    - {weight: 50, hold: %[3]s}
-    health:
-      readyTimeout: 30s
-    analysis:
-      interval: 2s
-      failureLimit: 1
-      noDataLimit: %[4]d
-      prometheus:
-        url: %[2]s
-      checks:
-      - name: error-rate
-        query: |
-          sum(rate(http_requests_total{namespace="{{.Namespace}}",pod=~"{{.Pods}}",code=~"5.."}[6s]))
-          / sum(rate(http_requests_total{namespace="{{.Namespace}}",pod=~"{{.Pods}}"}[6s]))
-        max: 0.05
-      - name: mean-latency
-        query: |
-          sum(rate(http_request_duration_seconds_sum{namespace="{{.Namespace}}",pod=~"{{.Pods}}"}[6s]))
-          / sum(rate(http_request_duration_seconds_count{namespace="{{.Namespace}}",pod=~"{{.Pods}}"}[6s]))
-        maxRatio: 1.5
-`, ns, prometheus, hold, noDataLimit)
-}
-
-// app is the demo Deployment "web" at tag with env, behind Service web.
-// Without LATENCY in env it answers in 10ms: a latency ratio between two
-// versions that answer in microseconds is noise.
+// app is the demo app web at tag with env. Without LATENCY in env it
+// answers in 10ms: a latency ratio between two versions that answer in
+// microseconds is noise.
 func app(ns, tag string, replicas int, env map[string]string) string {
 	env = maps.Clone(env)
 	if env == nil {
@@ -104,43 +65,7 @@ func app(ns, tag string, replicas int, env map[string]string) string {
 	if _, ok := env["LATENCY"]; !ok {
 		env["LATENCY"] = "10ms"
 	}
-	var vars strings.Builder
-	for _, k := range slices.Sorted(maps.Keys(env)) {
-		v := env[k]
-		fmt.Fprintf(&vars, "\n        - {name: %s, value: %q}", k, v)
-	}
-	envBlock := ""
-	if vars.Len() > 0 {
-		envBlock = "\n        env:" + vars.String()
-	}
-	return fmt.Sprintf(`apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-  namespace: %[1]s
-spec:
-  replicas: %[3]d
-  selector:
-    matchLabels: {app: web}
-  template:
-    metadata:
-      labels: {app: web}
-    spec:
-      containers:
-      - name: app
-        image: fledge/demo:%[2]s%[4]s
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: web
-  namespace: %[1]s
-spec:
-  selector: {app: web}
-  ports:
-  - port: 80
-    targetPort: 8080
-`, ns, tag, replicas, envBlock)
+	return lab.App{Namespace: ns, Tag: tag, Replicas: replicas, Env: env}.Manifest()
 }
 
 func kubectl(t *testing.T, stdin string, args ...string) string {
@@ -161,7 +86,10 @@ type scenario struct {
 func newScenario(t *testing.T, name, hold string, noDataLimit, rps int, stableEnv map[string]string) *scenario {
 	t.Helper()
 	require.NoError(t, theLab.CreateNamespace(t.Context(), name, map[string]string{rollout.LabelEnabled: "true"}))
-	kubectl(t, policyYAML(name, theLab.PrometheusURL, hold, noDataLimit), "apply", "-f", "-")
+	kubectl(t, lab.Policy{
+		Namespace: name, Holds: [3]string{hold, hold, hold},
+		PrometheusURL: theLab.PrometheusURL, NoDataLimit: noDataLimit, LatencyRatio: 1.5,
+	}.Manifest(), "apply", "-f", "-")
 	kubectl(t, app(name, "v1", 6, stableEnv), "apply", "-f", "-")
 	kubectl(t, "", "rollout", "status", "deployment/web", "-n", name, "--timeout=60s")
 

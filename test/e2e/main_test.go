@@ -140,36 +140,9 @@ func namespace(t *testing.T, name string, optedIn bool) string {
 	return name
 }
 
-// app is a Deployment "web" with a Service in front, at image tag.
+// app is the demo app web at tag with its Service.
 func app(ns, tag string, replicas int) string {
-	return fmt.Sprintf(`apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-  namespace: %[1]s
-spec:
-  replicas: %[3]d
-  selector:
-    matchLabels: {app: web}
-  template:
-    metadata:
-      labels: {app: web}
-    spec:
-      containers:
-      - name: app
-        image: fledge/demo:%[2]s
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: web
-  namespace: %[1]s
-spec:
-  selector: {app: web}
-  ports:
-  - port: 80
-    targetPort: 8080
-`, ns, tag, replicas)
+	return lab.App{Namespace: ns, Tag: tag, Replicas: replicas}.Manifest()
 }
 
 // deployed applies the app at tag and waits until every replica is ready.

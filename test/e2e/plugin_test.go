@@ -23,7 +23,7 @@ func TestPluginStatusWaitExitCodes(t *testing.T) {
 	})
 	t.Run("rolled back: 1", func(t *testing.T) {
 		ns := rolloutNamespace(t, "plugin-wait-crash", "2s", 2)
-		release(t, ns, "v3", 2, `pod-container-running-failed.stage.kwok.x-k8s.io: "true"`)
+		release(t, ns, "v3", 2, crashing)
 		stdout, stderr, code := kubectlFledge(t, "status", "web", "-n", ns, "--wait", "--timeout=90s")
 		assert.Equal(t, 1, code, "stdout:\n%s\nstderr:\n%s", stdout, stderr)
 		assert.Contains(t, stdout, "RolledBack")

@@ -19,48 +19,36 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/fledge-dev/fledge/rollout"
+	"github.com/fledge-dev/fledge/test/lab"
 )
-
-// fastPolicy is the team policy of the router tests: the default steps with
-// short holds.
-const fastPolicy = `apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: fledge-policy
-  namespace: %s
-  labels: {fledge.dev/policy: "true"}
-data:
-  policy.yaml: |
-    steps:
-    - {weight: 5, hold: %s}
-    - {weight: 25, hold: %s}
-    - {weight: 50, hold: %s}
-    health:
-      readyTimeout: 20s
-`
 
 // rolloutNamespace makes an opted-in namespace with a fast policy (holds
 // of hold each) and web at v1 with replicas pods.
 func rolloutNamespace(t *testing.T, name, hold string, replicas int) string {
 	t.Helper()
 	ns := namespace(t, name, true)
-	_, stderr, err := kubectl(t, fmt.Sprintf(fastPolicy, ns, hold, hold, hold), "apply", "-f", "-")
+	_, stderr, err := kubectl(t, lab.Policy{Namespace: ns, Holds: [3]string{hold, hold, hold}}.Manifest(), "apply", "-f", "-")
 	require.NoError(t, err, stderr)
 	deployed(t, ns, "v1", replicas)
 	return ns
 }
 
-// release applies web at tag and returns kubectl's warnings.
-func release(t *testing.T, ns, tag string, replicas int, extraPodLabels ...string) string {
+// release applies web at tag, with podLabels added to its pods, and returns
+// kubectl's warnings.
+func release(t *testing.T, ns, tag string, replicas int, podLabels ...string) string {
 	t.Helper()
-	manifest := app(ns, tag, replicas)
-	if len(extraPodLabels) > 0 {
-		manifest = strings.Replace(manifest, "labels: {app: web}", "labels: {app: web, "+strings.Join(extraPodLabels, ", ")+"}", 1)
+	a := lab.App{Namespace: ns, Tag: tag, Replicas: replicas, PodLabels: map[string]string{}}
+	for _, l := range podLabels {
+		k, v, _ := strings.Cut(l, "=")
+		a.PodLabels[k] = v
 	}
-	_, stderr, err := kubectl(t, manifest, "apply", "-f", "-")
+	_, stderr, err := kubectl(t, a.Manifest(), "apply", "-f", "-")
 	require.NoError(t, err, stderr)
 	return stderr
 }
+
+// crashing is kwok's label that makes a pod's container fail (LAB.md).
+const crashing = "pod-container-running-failed.stage.kwok.x-k8s.io=true"
 
 // waitState waits until the rollout state satisfies cond, and returns it.
 func waitState(t *testing.T, ns, what string, cond func(*rollout.State) bool) *rollout.State {
@@ -252,7 +240,7 @@ func TestCrashingReleaseIsRolledBack(t *testing.T) {
 	ns := rolloutNamespace(t, "router-crash", "3s", 4)
 	const rolledBack = `fledge_rollout_outcomes_total{outcome="RolledBack",reason="pod-failed"}`
 	before, _ := strconv.Atoi(metric(t, rolledBack)) // "" before the first one: 0
-	release(t, ns, "v3", 4, `pod-container-running-failed.stage.kwok.x-k8s.io: "true"`)
+	release(t, ns, "v3", 4, crashing)
 
 	out := waitOutcome(t, ns)
 	assert.Equal(t, rollout.RolledBack, out.Phase)
@@ -402,7 +390,7 @@ func TestCommandsSteerTheRollout(t *testing.T) {
 
 func TestShiftKeepsTheTotalAndFollowsAScale(t *testing.T) {
 	ns := namespace(t, "router-shift", true)
-	_, stderr, err := kubectl(t, fmt.Sprintf(fastPolicy, ns, "60s", "60s", "60s")+"    capacity: shift\n", "apply", "-f", "-")
+	_, stderr, err := kubectl(t, lab.Policy{Namespace: ns, Holds: [3]string{"60s", "60s", "60s"}, Capacity: "shift"}.Manifest(), "apply", "-f", "-")
 	require.NoError(t, err, stderr)
 	deployed(t, ns, "v1", 10)
 	release(t, ns, "v2", 10)

@@ -575,70 +575,19 @@ metadata:
 // new canary pod waits for Prometheus to discover it and scrape it twice:
 // about 10s (5 evaluations) on an idle machine; 10 leaves room for a busy one.
 func demoPolicyYAML(prometheusURL string, hold time.Duration) string {
-	return fmt.Sprintf(`apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: fledge-policy
-  namespace: %[1]s
-  labels: {fledge.dev/policy: "true"}
-data:
-  policy.yaml: |
-    steps:
-    - {weight: 5, hold: %[3]s}
-    - {weight: 25, hold: %[3]s}
-    - {weight: 50, hold: %[4]s}
-    health:
-      readyTimeout: 30s
-    analysis:
-      interval: 2s
-      failureLimit: 1
-      noDataLimit: 10
-      prometheus:
-        url: %[2]s
-      checks:
-      - name: error-rate
-        query: |
-          sum(rate(http_requests_total{namespace="{{.Namespace}}",pod=~"{{.Pods}}",code=~"5.."}[6s]))
-          / sum(rate(http_requests_total{namespace="{{.Namespace}}",pod=~"{{.Pods}}"}[6s]))
-        max: 0.05
-`, demoNamespace, prometheusURL, hold, 2*hold)
+	return lab.Policy{
+		Namespace: demoNamespace, Holds: [3]string{hold.String(), hold.String(), (2 * hold).String()},
+		PrometheusURL: prometheusURL, NoDataLimit: 10,
+	}.Manifest()
 }
 
 // webYAML is the demo app web at tag, answering in 10ms, with env
 // ("NAME=value") added, and its Service.
 func webYAML(tag string, env ...string) string {
-	var vars strings.Builder
-	for _, e := range append([]string{"LATENCY=10ms"}, env...) {
+	vars := map[string]string{"LATENCY": "10ms"}
+	for _, e := range env {
 		name, value, _ := strings.Cut(e, "=")
-		fmt.Fprintf(&vars, "\n        - {name: %s, value: %q}", name, value)
+		vars[name] = value
 	}
-	return fmt.Sprintf(`apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: %[1]s
-  namespace: %[2]s
-spec:
-  replicas: %[3]d
-  selector:
-    matchLabels: {app: %[1]s}
-  template:
-    metadata:
-      labels: {app: %[1]s}
-    spec:
-      containers:
-      - name: app
-        image: %[4]s:%[5]s
-        env:%[6]s
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: %[1]s
-  namespace: %[2]s
-spec:
-  selector: {app: %[1]s}
-  ports:
-  - port: 80
-    targetPort: 8080
-`, demoApp, demoNamespace, demoReplicas, lab.DemoImage, tag, vars.String())
+	return lab.App{Namespace: demoNamespace, Name: demoApp, Tag: tag, Replicas: demoReplicas, Env: vars}.Manifest()
 }

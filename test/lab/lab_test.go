@@ -27,7 +27,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
 
+	"github.com/fledge-dev/fledge/policy"
 	"github.com/fledge-dev/fledge/test/lab"
 )
 
@@ -455,4 +457,18 @@ func TestTrafficSharesFollowPodCounts(t *testing.T) {
 		}
 		return maps.Equal(want, got), nil
 	})
+}
+
+func TestPolicyManifestIsAValidPolicy(t *testing.T) {
+	for _, p := range []lab.Policy{
+		{Namespace: "a", Holds: [3]string{"1s", "2s", "3s"}},
+		{Namespace: "a", Holds: [3]string{"1s", "2s", "3s"}, Capacity: "shift", PrometheusURL: "http://127.0.0.1:9090", NoDataLimit: 3, LatencyRatio: 1.5},
+	} {
+		var cm corev1.ConfigMap
+		require.NoError(t, yaml.UnmarshalStrict([]byte(p.Manifest()), &cm))
+		parsed, err := policy.FromConfigMap(&cm)
+		require.NoError(t, err)
+		assert.Len(t, parsed.Steps, 3)
+		assert.Equal(t, p.PrometheusURL != "", parsed.Analysis != nil)
+	}
 }

@@ -1,0 +1,133 @@
+package lab
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+)
+
+// App is a Deployment of the demo image (DemoImage:Tag) and a Service of
+// the same name in front of it, as tests and the demo apply them with kubectl.
+type App struct {
+	Namespace string
+	Name      string // default "web"
+	Tag       string
+	Replicas  int
+	// Env is the container's environment (the demo app reads ERROR_RATE,
+	// LATENCY and FAIL_AFTER).
+	Env map[string]string
+	// PodLabels are added to the pod template's labels (the Service and the
+	// selector use app: Name alone).
+	PodLabels map[string]string
+}
+
+// Manifest renders the Deployment and the Service as YAML.
+func (a App) Manifest() string {
+	if a.Name == "" {
+		a.Name = "web"
+	}
+	labels := "app: " + a.Name
+	for _, k := range slices.Sorted(maps.Keys(a.PodLabels)) {
+		labels += fmt.Sprintf(", %s: %q", k, a.PodLabels[k])
+	}
+	env := ""
+	if len(a.Env) > 0 {
+		env = "\n        env:"
+		for _, k := range slices.Sorted(maps.Keys(a.Env)) {
+			env += fmt.Sprintf("\n        - {name: %s, value: %q}", k, a.Env[k])
+		}
+	}
+	return fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: %[1]s
+  namespace: %[2]s
+spec:
+  replicas: %[3]d
+  selector:
+    matchLabels: {app: %[1]s}
+  template:
+    metadata:
+      labels: {%[4]s}
+    spec:
+      containers:
+      - name: app
+        image: %[5]s:%[6]s%[7]s
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: %[1]s
+  namespace: %[2]s
+spec:
+  selector: {app: %[1]s}
+  ports:
+  - port: 80
+    targetPort: 8080
+`, a.Name, a.Namespace, a.Replicas, labels, DemoImage, a.Tag, env)
+}
+
+// Policy is a team's policy ConfigMap fledge-policy with three steps (5%,
+// 25%, 50%) and, with a Prometheus URL, the checks the demo app's metrics
+// allow: its error rate, and its mean latency against stable's.
+type Policy struct {
+	Namespace string
+	// Holds are the holds of the three steps, e.g. "15s".
+	Holds    [3]string
+	Capacity string // "" is the default, surge
+	// PrometheusURL, when set, adds an analysis every 2s (failureLimit 1)
+	// with an error-rate check (max 0.05 over 6s windows).
+	PrometheusURL string
+	NoDataLimit   int
+	// LatencyRatio, when set, adds a mean-latency check with this maxRatio.
+	LatencyRatio float64
+}
+
+// Manifest renders the ConfigMap as YAML.
+func (p Policy) Manifest() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: fledge-policy
+  namespace: %s
+  labels: {fledge.dev/policy: "true"}
+data:
+  policy.yaml: |
+    steps:
+    - {weight: 5, hold: %s}
+    - {weight: 25, hold: %s}
+    - {weight: 50, hold: %s}
+    health:
+      readyTimeout: 30s
+`, p.Namespace, p.Holds[0], p.Holds[1], p.Holds[2])
+	if p.Capacity != "" {
+		fmt.Fprintf(&b, "    capacity: %s\n", p.Capacity)
+	}
+	if p.PrometheusURL == "" {
+		return b.String()
+	}
+	fmt.Fprintf(&b, `    analysis:
+      interval: 2s
+      failureLimit: 1
+      noDataLimit: %d
+      prometheus:
+        url: %s
+      checks:
+      - name: error-rate
+        query: |
+          sum(rate(http_requests_total{namespace="{{.Namespace}}",pod=~"{{.Pods}}",code=~"5.."}[6s]))
+          / sum(rate(http_requests_total{namespace="{{.Namespace}}",pod=~"{{.Pods}}"}[6s]))
+        max: 0.05
+`, p.NoDataLimit, p.PrometheusURL)
+	if p.LatencyRatio > 0 {
+		fmt.Fprintf(&b, `      - name: mean-latency
+        query: |
+          sum(rate(http_request_duration_seconds_sum{namespace="{{.Namespace}}",pod=~"{{.Pods}}"}[6s]))
+          / sum(rate(http_request_duration_seconds_count{namespace="{{.Namespace}}",pod=~"{{.Pods}}"}[6s]))
+        maxRatio: %g
+`, p.LatencyRatio)
+	}
+	return b.String()
+}
