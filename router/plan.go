@@ -404,6 +404,7 @@ func (p *planner) analyse() bool {
 			if p.s.PassedSince == nil {
 				p.s.PassedSince = &at
 			}
+			p.s.Message = fmt.Sprintf("checks pass; holding %s", p.s.Policy.Steps[p.s.Step].Hold.Duration)
 		default:
 			p.s.PassedSince = nil
 			p.s.Message = "waiting for conclusive checks: " + verdict.Reason

@@ -380,6 +380,17 @@ func TestPlan(t *testing.T) {
 			},
 		},
 		{
+			name: "passing evidence during the hold says so",
+			o: Observed{Deployment: d, State: holding(withAnalysis(state(rollout.Progressing, 0)), 10*time.Second), Canary: canary(d, 1, 1),
+				Evaluation: &policy.Evaluation{At: now, Results: []policy.CheckResult{result("error-rate", policy.Pass, 0.001)}}},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, int32(0), p.State.Step)
+				assert.Equal(t, "checks pass; holding 1m0s", p.State.Message)
+				assert.Equal(t, ago(0), p.State.PassedSince)
+				assert.Equal(t, 10*time.Second, p.RequeueAfter, "the next evaluation comes before the hold ends")
+			},
+		},
+		{
 			name: "capacity shift lowers stable only once the canary pods are Ready",
 			o: Observed{Deployment: web(10), State: func() *rollout.State {
 				s := state(rollout.Progressing, 1)
