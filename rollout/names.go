@@ -24,6 +24,15 @@ const (
 	CanarySuffix = "-canary"
 )
 
+// Commands people send through AnnotationCommand; the router consumes them.
+const (
+	CommandPromote     = "promote"
+	CommandPromoteFull = "promote-full"
+	CommandAbort       = "abort"
+	CommandPause       = "pause"
+	CommandResume      = "resume"
+)
+
 // OwnedAnnotations are the keys only fledge may write; the webhook puts back
 // what anyone else changes.
 var OwnedAnnotations = []string{AnnotationState, AnnotationLast}

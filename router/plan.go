@@ -71,15 +71,6 @@ type Event struct {
 	Message string
 }
 
-// Commands people send through the fledge.dev/command annotation.
-const (
-	CommandPromote     = "promote"
-	CommandPromoteFull = "promote-full"
-	CommandAbort       = "abort"
-	CommandPause       = "pause"
-	CommandResume      = "resume"
-)
-
 // Requeue intervals when nothing else wakes the reconciler.
 const (
 	pollWaiting = 2 * time.Second // waiting for pods or the Deployment controller
@@ -149,27 +140,27 @@ func (p *planner) command() {
 	p.plan.ClearCommand = true
 	live := p.s.Phase == rollout.Progressing || p.s.Phase == rollout.Paused
 	switch {
-	case cmd == CommandAbort && !p.s.Phase.Finishing():
+	case cmd == rollout.CommandAbort && !p.s.Phase.Finishing():
 		p.s.Phase = rollout.Aborted
 		p.s.Reason = &rollout.Reason{Check: "user", Step: p.s.Step, Weight: p.weight(), Message: "aborted by user"}
 		p.event(corev1.EventTypeNormal, "Command", "abort: aborting the rollout of %s at step %d (%d%%)", p.name(), p.s.Step+1, p.weight())
-	case cmd == CommandPause && live:
+	case cmd == rollout.CommandPause && live:
 		p.s.Phase = rollout.Paused
 		p.s.Message = "paused by user: kubectl fledge resume " + p.name()
 		p.event(corev1.EventTypeNormal, "Command", "pause: %s holds at step %d (%d%%)", p.name(), p.s.Step+1, p.weight())
-	case cmd == CommandResume && p.s.Phase == rollout.Paused:
+	case cmd == rollout.CommandResume && p.s.Phase == rollout.Paused:
 		p.s.Phase = rollout.Progressing
 		p.s.Message = ""
 		p.event(corev1.EventTypeNormal, "Command", "resume: %s goes on at step %d (%d%%)", p.name(), p.s.Step+1, p.weight())
-	case cmd == CommandPromote && live:
+	case cmd == rollout.CommandPromote && live:
 		p.event(corev1.EventTypeNormal, "Command", "promote: %s leaves step %d (%d%%) now", p.name(), p.s.Step+1, p.weight())
 		p.s.Phase = rollout.Progressing
 		p.advance()
-	case cmd == CommandPromoteFull && live:
+	case cmd == rollout.CommandPromoteFull && live:
 		p.event(corev1.EventTypeNormal, "Command", "promote-full: %s skips to promotion", p.name())
 		p.endStep()
 		p.startPromotion()
-	case cmd == CommandAbort || cmd == CommandPause || cmd == CommandResume || cmd == CommandPromote || cmd == CommandPromoteFull:
+	case cmd == rollout.CommandAbort || cmd == rollout.CommandPause || cmd == rollout.CommandResume || cmd == rollout.CommandPromote || cmd == rollout.CommandPromoteFull:
 		p.event(corev1.EventTypeWarning, "CommandIgnored", "%s: the rollout of %s is %s; nothing to do", cmd, p.name(), p.s.Phase)
 	default:
 		p.event(corev1.EventTypeWarning, "CommandIgnored", "unknown command %q; use promote, promote-full, abort, pause or resume", cmd)

@@ -298,7 +298,7 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "pause holds the step even when its hold passed",
-			o:    Observed{Deployment: d, State: holding(state(rollout.Progressing, 0), time.Minute), Canary: canary(d, 1, 1), Command: CommandPause},
+			o:    Observed{Deployment: d, State: holding(state(rollout.Progressing, 0), time.Minute), Canary: canary(d, 1, 1), Command: rollout.CommandPause},
 			check: func(t *testing.T, p Plan) {
 				assert.True(t, p.ClearCommand)
 				assert.Equal(t, rollout.Paused, p.State.Phase)
@@ -308,7 +308,7 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "resume goes on from a pause",
-			o:    Observed{Deployment: d, State: holding(state(rollout.Paused, 0), 10*time.Second), Canary: canary(d, 1, 1), Command: CommandResume},
+			o:    Observed{Deployment: d, State: holding(state(rollout.Paused, 0), 10*time.Second), Canary: canary(d, 1, 1), Command: rollout.CommandResume},
 			check: func(t *testing.T, p Plan) {
 				assert.Equal(t, rollout.Progressing, p.State.Phase)
 				assert.Equal(t, []string{"Normal Command: resume: web goes on at step 1 (5%)"}, events(p))
@@ -316,7 +316,7 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "promote leaves the step now",
-			o:    Observed{Deployment: d, State: holding(state(rollout.Progressing, 0), time.Second), Canary: canary(d, 1, 1), Command: CommandPromote},
+			o:    Observed{Deployment: d, State: holding(state(rollout.Progressing, 0), time.Second), Canary: canary(d, 1, 1), Command: rollout.CommandPromote},
 			check: func(t *testing.T, p Plan) {
 				assert.Equal(t, int32(1), p.State.Step)
 				assert.Equal(t, "Normal Command: promote: web leaves step 1 (5%) now", events(p)[0])
@@ -324,7 +324,7 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "promote-full skips to promotion",
-			o:    Observed{Deployment: d, State: holding(state(rollout.Progressing, 0), time.Second), Canary: canary(d, 1, 1), Command: CommandPromoteFull},
+			o:    Observed{Deployment: d, State: holding(state(rollout.Progressing, 0), time.Second), Canary: canary(d, 1, 1), Command: rollout.CommandPromoteFull},
 			check: func(t *testing.T, p Plan) {
 				assert.Equal(t, rollout.Promoting, p.State.Phase)
 				assert.False(t, p.Paused)
@@ -332,7 +332,7 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "abort cuts the canary",
-			o:    Observed{Deployment: d, State: holding(state(rollout.Progressing, 1), time.Second), Canary: canary(d, 1, 1), Command: CommandAbort},
+			o:    Observed{Deployment: d, State: holding(state(rollout.Progressing, 1), time.Second), Canary: canary(d, 1, 1), Command: rollout.CommandAbort},
 			check: func(t *testing.T, p Plan) {
 				assert.Equal(t, rollout.Aborted, p.State.Phase)
 				assert.Equal(t, ptr.To[int32](0), p.CanaryReplicas)

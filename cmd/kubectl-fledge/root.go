@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/spf13/cobra"
+
+	"github.com/fledge-dev/fledge/rollout"
 )
 
 // run executes the plugin with args and returns the process's exit code.
@@ -47,11 +49,11 @@ every step. A healthy canary is promoted; a failing one is rolled back.`,
 		newStatusCommand(e),
 		newListCommand(e),
 		newPromoteCommand(e),
-		newSteerCommand(e, "abort", "abort", "Abort the rollout: remove the canary and keep the stable version",
+		newSteerCommand(e, "abort", rollout.CommandAbort, "Abort the rollout: remove the canary and keep the stable version",
 			"Asks the router to abort the rollout of NAME: the canary is scaled to zero and\nremoved, the stable version keeps serving and the Deployment's template is\nrestored to it."),
-		newSteerCommand(e, "pause", "pause", "Pause the rollout at its current step",
+		newSteerCommand(e, "pause", rollout.CommandPause, "Pause the rollout at its current step",
 			"Asks the router to pause the rollout of NAME: the canary keeps its current\nshare and the rollout does not advance until `kubectl fledge resume NAME`.\nHealth checks and the analysis keep running while paused: a failing canary is\nstill rolled back."),
-		newSteerCommand(e, "resume", "resume", "Resume a paused rollout",
+		newSteerCommand(e, "resume", rollout.CommandResume, "Resume a paused rollout",
 			"Asks the router to resume the paused rollout of NAME from the step it was\npaused at. A rollout that is not paused is refused without asking the router."),
 		newPolicyCommand(e),
 		newDiagnoseCommand(e),

@@ -39,9 +39,9 @@ the command fails: a late router must not act on a command reported as failed.`,
   kubectl fledge promote --full web`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			command := "promote"
+			command := rollout.CommandPromote
 			if full {
-				command = "promote-full"
+				command = rollout.CommandPromoteFull
 			}
 			return runSteer(cmd.Context(), e, args[0], command, timeout)
 		},
@@ -116,7 +116,7 @@ func steerable(v statusView, command string) error {
 	if v.State.Phase.Finishing() {
 		return fmt.Errorf("the rollout of %s is already %s; it can no longer be steered (kubectl fledge status %s)", v.Name, v.State.Phase, v.Name)
 	}
-	if command == "resume" && v.State.Phase != rollout.Paused {
+	if command == rollout.CommandResume && v.State.Phase != rollout.Paused {
 		return fmt.Errorf("the rollout of %s is %s, not paused; nothing to resume", v.Name, v.State.Phase)
 	}
 	return nil
