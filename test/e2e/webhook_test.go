@@ -101,8 +101,10 @@ func TestUserCannotDropTheRolloutState(t *testing.T) {
 	deployed(t, ns, "v1", 2)
 	_, stderr, err := kubectl(t, app(ns, "v2", 2), "apply", "-f", "-")
 	require.NoError(t, err, stderr)
+	// Once the canary holds its step (1m, the default policy), the router
+	// leaves the state alone: what the user changes is all that changes.
+	waitState(t, ns, "the canary holding", func(s *rollout.State) bool { return s.HoldingSince != nil })
 	state := get(t, ns, "web").Annotations[rollout.AnnotationState]
-	require.NotEmpty(t, state)
 
 	_, stderr, err = kubectl(t, "", "annotate", "deployment/web", "-n", ns, rollout.AnnotationState+"-")
 	require.NoError(t, err, stderr)
