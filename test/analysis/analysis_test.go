@@ -6,8 +6,6 @@ package analysis
 
 import (
 	"context"
-	"flag"
-	"fmt"
 	"maps"
 	"os"
 	"testing"
@@ -24,34 +22,8 @@ import (
 
 var theLab *lab.Lab
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
-
-func run(m *testing.M) int {
-	flag.Parse()
-	if testing.Short() {
-		return lab.Run(m, lab.Options{}, &theLab)
-	}
-	dir, err := os.MkdirTemp("", "fledge-analysis-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	demo, err := lab.BuildDemoApp(ctx, dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return lab.Run(m, lab.Options{DemoApp: demo, Prometheus: true}, &theLab, func(ctx context.Context, l *lab.Lab) error {
-		bin, err := lab.BuildFledge(ctx, l.Dir)
-		if err != nil {
-			return err
-		}
-		_, err = l.StartFledge(ctx, bin)
-		return err
-	})
+func TestMain(m *testing.M) {
+	os.Exit(lab.Run(m, lab.Options{BuildDemoApp: true, Prometheus: true}, &theLab, lab.WithFledge))
 }
 
 // app is the demo app web at tag with env. Without LATENCY in env it

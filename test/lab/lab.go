@@ -35,6 +35,9 @@ type Options struct {
 	// Users are extra identities the apiserver accepts, each with its own
 	// token, for programs that must not act as the admin (see Lab.UserConfig).
 	Users []User
+	// BuildDemoApp builds the demo app of this checkout into the lab's
+	// directory and uses it as DemoApp (when DemoApp is empty).
+	BuildDemoApp bool
 	// DemoApp is the path of the demo app (test/demoapp, see BuildDemoApp).
 	// When set, the lab runs it as a process on 127.0.0.1 for every Running
 	// pod of DemoImage and writes its port in PortAnnotation.
@@ -106,6 +109,11 @@ func Start(ctx context.Context, opts Options) (l *Lab, err error) {
 	}()
 	if err := l.start(ctx, bins, opts); err != nil {
 		return l, err
+	}
+	if opts.BuildDemoApp && opts.DemoApp == "" {
+		if opts.DemoApp, err = BuildDemoApp(ctx, dir); err != nil {
+			return l, err
+		}
 	}
 	if opts.DemoApp != "" {
 		if err := l.startPods(ctx, opts.DemoApp); err != nil {

@@ -3,7 +3,6 @@ package lab_test
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -35,29 +34,10 @@ import (
 
 var theLab *lab.Lab
 
-func TestMain(m *testing.M) { os.Exit(runLab(m)) }
-
-// runLab shares one lab among the package's tests, with the demo app built
+// TestMain shares one lab among the package's tests, with the demo app built
 // from this checkout and Prometheus, so the demo pods really answer.
-func runLab(m *testing.M) int {
-	flag.Parse()
-	if testing.Short() {
-		return lab.Run(m, lab.Options{}, &theLab) // starts nothing
-	}
-	dir, err := os.MkdirTemp("", "fledge-lab-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	demo, err := lab.BuildDemoApp(ctx, dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return lab.Run(m, lab.Options{DemoApp: demo, Prometheus: true}, &theLab)
+func TestMain(m *testing.M) {
+	os.Exit(lab.Run(m, lab.Options{BuildDemoApp: true, Prometheus: true}, &theLab))
 }
 
 var podRange = netip.MustParsePrefix("198.18.0.0/16")

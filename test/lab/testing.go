@@ -47,3 +47,14 @@ func Run(m *testing.M, opts Options, shared **Lab, setup ...func(context.Context
 	}
 	return code
 }
+
+// WithFledge is a setup for Run: it builds the manager of this checkout into
+// the lab's directory and runs it against the lab (Lab.StartFledge).
+func WithFledge(ctx context.Context, l *Lab) error {
+	bin, err := BuildFledge(ctx, l.Dir)
+	if err != nil {
+		return err
+	}
+	_, err = l.StartFledge(ctx, bin)
+	return err
+}
