@@ -74,6 +74,16 @@ func main() {
 	config.RegisterFlags(fs)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `fledge is the in-cluster manager of fledge: the admission webhooks that turn
+a Deployment's new template into a paused canary rollout, the router that
+runs rollouts (on the elected leader), the webhook certificates, /metrics,
+/healthz and /readyz. manifests/ installs it; the lab runs it with --webhook-url.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 
