@@ -89,6 +89,10 @@ func plan(o Observed) Plan {
 	p := &planner{o: o, s: copyState(o.State)}
 	p.plan.Paused = true
 	p.command()
+	if p.o.Deployment.Annotations[rollout.AnnotationSkip] == "true" {
+		p.handBack()
+		return p.result()
+	}
 	switch p.s.Phase {
 	case rollout.Progressing, rollout.Paused:
 		p.progress()
@@ -100,6 +104,11 @@ func plan(o Observed) Plan {
 		p.fail(rollout.Reason{Check: "state", Message: fmt.Sprintf("unknown phase %q in fledge.dev/rollout", p.s.Phase)})
 		p.rollBack()
 	}
+	return p.result()
+}
+
+// result is the plan, with the planned state unless the rollout ended.
+func (p *planner) result() Plan {
 	if p.plan.State == nil && p.plan.Outcome == nil {
 		// The rollout goes on: write the planned state.
 		p.plan.State = &p.s
@@ -528,26 +537,18 @@ func (p *planner) rollBack() {
 	if p.s.Reason == nil {
 		p.s.Reason = &rollout.Reason{Check: "user", Step: p.s.Step, Weight: p.weight(), Message: "aborted by user"}
 	}
-	p.plan.CanaryReplicas = ptr.To[int32](0)
-	if c := p.o.Canary; c != nil && (ptr.Deref(c.Spec.Replicas, 0) != 0 || c.Status.Replicas != 0 || servingPods(p.o.CanaryPods) > 0) {
-		// Traffic first: no other write until the canary has no pods.
-		p.s.Message = "cutting the canary: waiting for its pods to stop"
-		p.requeue(pollWaiting)
+	if !p.cutCanary() {
 		return
 	}
 	p.plan.CanaryGone = true
 	if p.o.StableTemplate == nil {
-		p.s.Message = "the stable ReplicaSet is gone: set the Deployment's template back by hand, then kubectl fledge abort " + p.name()
+		p.s.Message = `the stable ReplicaSet is gone: set the Deployment's template back by hand, with the annotation fledge.dev/skip: "true" (fledge then hands it back)`
 		p.event(corev1.EventTypeWarning, "RollbackBlocked", "cannot restore %s: no ReplicaSet of the stable revision %s remains", p.name(), p.s.StableRevision)
 		p.requeue(time.Minute)
 		return
 	}
 	p.plan.Template = p.o.StableTemplate
-	p.plan.Paused = false
-	if p.s.Replicas > 0 && p.s.Policy.Capacity == policy.CapacityShift {
-		p.plan.StableReplicas = ptr.To(p.s.Replicas)
-	}
-	p.plan.CanaryReplicas = nil
+	p.releaseStable()
 	outcome := rollout.RolledBack
 	if p.s.Phase == rollout.Aborted {
 		outcome = rollout.Aborted
@@ -556,6 +557,29 @@ func (p *planner) rollBack() {
 	r := p.s.Reason
 	p.event(corev1.EventTypeWarning, string(outcome), "%s %s: %s at step %d (%d%%); the stable version serves all %d pods",
 		map[rollout.Phase]string{rollout.RolledBack: "rolled back", rollout.Aborted: "aborted"}[outcome], p.name(), r.Message, r.Step+1, r.Weight, p.stableReplicas())
+}
+
+// cutCanary scales the canary to zero and reports whether it has no pod
+// left that could take traffic. Until it has none, nothing else is written:
+// traffic is cut first.
+func (p *planner) cutCanary() bool {
+	p.plan.CanaryReplicas = ptr.To[int32](0)
+	if c := p.o.Canary; c != nil && (ptr.Deref(c.Spec.Replicas, 0) != 0 || c.Status.Replicas != 0 || servingPods(p.o.CanaryPods) > 0) {
+		p.s.Message = "cutting the canary: waiting for its pods to stop"
+		p.requeue(pollWaiting)
+		return false
+	}
+	return true
+}
+
+// releaseStable unpauses the Deployment, at the user's replica count, and
+// lets the canary go.
+func (p *planner) releaseStable() {
+	p.plan.Paused = false
+	p.plan.CanaryReplicas = nil
+	if p.s.Replicas > 0 && p.s.Policy.Capacity == policy.CapacityShift {
+		p.plan.StableReplicas = ptr.To(p.s.Replicas)
+	}
 }
 
 // servingPods counts the pods that may still take traffic: not Failed or
@@ -568,6 +592,25 @@ func servingPods(pods []corev1.Pod) int {
 		}
 	}
 	return n
+}
+
+// handBack gives the Deployment back to Kubernetes when someone sets
+// fledge.dev/skip during a rollout (the documented bypass, for example while
+// fledge's webhook is down): the canary is cut first, then the Deployment
+// is unpaused with whatever template it has now, and rolls out natively.
+// Nothing is restored: the person who set skip chose the template.
+func (p *planner) handBack() {
+	if p.s.Reason == nil {
+		p.s.Reason = &rollout.Reason{Check: "skip", Step: p.s.Step, Weight: p.weight(),
+			Message: "fledge.dev/skip set during the rollout: the Deployment rolls out natively"}
+		p.event(corev1.EventTypeWarning, "HandedBack", "%s: %s", p.name(), p.s.Reason.Message)
+	}
+	p.s.Phase = rollout.Aborted
+	if !p.cutCanary() {
+		return
+	}
+	p.releaseStable()
+	p.finish(rollout.Aborted)
 }
 
 // finish ends the rollout: the state goes, the outcome stays.

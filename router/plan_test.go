@@ -284,6 +284,41 @@ func TestPlan(t *testing.T) {
 			},
 		},
 		{
+			name: "fledge.dev/skip during a rollout: the canary is cut first",
+			o: Observed{Deployment: func() *appsv1.Deployment {
+				d := web(4)
+				d.Annotations = map[string]string{rollout.AnnotationSkip: "true"}
+				return d
+			}(), State: holding(state(rollout.Progressing, 1), time.Second), Canary: canary(d, 1, 1)},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, rollout.Aborted, p.State.Phase)
+				assert.Equal(t, ptr.To[int32](0), p.CanaryReplicas)
+				assert.True(t, p.Paused, "not unpaused before the canary is gone")
+				assert.Equal(t, []string{"Warning HandedBack: web: fledge.dev/skip set during the rollout: the Deployment rolls out natively"}, events(p))
+			},
+		},
+		{
+			name: "fledge.dev/skip during a rollout: then the Deployment is handed back as the user left it",
+			o: Observed{Deployment: func() *appsv1.Deployment {
+				d := web(4)
+				d.Annotations = map[string]string{rollout.AnnotationSkip: "true"}
+				return d
+			}(), State: func() *rollout.State {
+				s := state(rollout.Aborted, 1)
+				s.Reason = &rollout.Reason{Check: "skip", Step: 1, Weight: 25, Message: "fledge.dev/skip set during the rollout: the Deployment rolls out natively"}
+				return s
+			}(), Canary: canary(d, 0, 0), StableTemplate: stableTemplate()},
+			check: func(t *testing.T, p Plan) {
+				assert.Nil(t, p.State)
+				assert.False(t, p.Paused)
+				assert.Nil(t, p.Template, "the template stays the user's")
+				assert.Nil(t, p.CanaryReplicas)
+				require.NotNil(t, p.Outcome)
+				assert.Equal(t, rollout.Aborted, p.Outcome.Phase)
+				assert.Equal(t, "skip", p.Outcome.Reason.Check)
+			},
+		},
+		{
 			name: "a manual approval step waits after its hold",
 			o: Observed{Deployment: d, State: func() *rollout.State {
 				s := state(rollout.Progressing, 2)

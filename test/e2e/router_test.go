@@ -411,3 +411,24 @@ func TestShiftKeepsTheTotalAndFollowsAScale(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, int32(20), s.Replicas)
 }
+
+func TestSkipDuringARolloutHandsTheDeploymentBack(t *testing.T) {
+	ns := rolloutNamespace(t, "router-skip", "60s", 4)
+	release(t, ns, "v2", 4)
+	waitState(t, ns, "the canary holding", func(s *rollout.State) bool { return s.HoldingSince != nil })
+
+	// The documented bypass, as during a webhook outage: skip, and a new image.
+	a := lab.App{Namespace: ns, Tag: "v5", Replicas: 4}.Manifest()
+	a = strings.Replace(a, "  name: web\n  namespace: "+ns+"\n", "  name: web\n  namespace: "+ns+"\n  annotations: {fledge.dev/skip: \"true\"}\n", 1)
+	_, stderr, err := kubectl(t, a, "apply", "-f", "-")
+	require.NoError(t, err, stderr)
+
+	out := waitOutcome(t, ns)
+	assert.Equal(t, rollout.Aborted, out.Phase)
+	assert.Equal(t, "skip", out.Reason.Check)
+	canaryGone(t, ns)
+	assert.False(t, get(t, ns, "web").Spec.Paused)
+	eventually(t, "v5 rolled out natively", func(ctx context.Context) (bool, error) {
+		return assert.ObjectsAreEqual(map[string]int{"fledge/demo:v5": 4}, imagesOfPods(t, ns)), nil
+	})
+}
