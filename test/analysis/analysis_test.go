@@ -126,10 +126,10 @@ func (s *scenario) release(t *testing.T, tag string, env map[string]string) {
 
 func rolledBackMessage(t *testing.T, ns string) string {
 	t.Helper()
-	evs, err := theLab.Client.CoreV1().Events(ns).List(t.Context(), metav1.ListOptions{FieldSelector: "involvedObject.name=web,reason=RolledBack"})
+	msgs, err := theLab.EventMessages(t.Context(), ns, "web", "RolledBack", 1)
 	require.NoError(t, err)
-	require.Len(t, evs.Items, 1)
-	return evs.Items[0].Message
+	require.Len(t, msgs, 1)
+	return msgs[0]
 }
 
 func TestHealthyCanaryIsPromotedWithTrafficFollowingPods(t *testing.T) {
@@ -154,24 +154,15 @@ func TestErrorRateCanaryIsRolledBackAtTheFirstStep(t *testing.T) {
 	assert.Equal(t, 0.05, *out.Reason.Bound)
 	assert.Regexp(t, `^rolled back web: error-rate 0\.\d+ > 0\.05 at step 1 \(5%\); the stable version serves all 6 pods$`, rolledBackMessage(t, s.ns))
 
-	// What users saw: the canary's failed requests, from the first 500 to
-	// the canary at zero endpoints.
-	var first, last time.Time
-	for _, sec := range s.traffic.Seconds() {
-		if sec.From.Before(released) {
-			continue
-		}
-		c := sec.Tracks["canary"]
-		if c.Errors > 0 && first.IsZero() {
-			first = sec.From
-		}
-		if c.Requests > 0 {
-			last = sec.To
-		}
-	}
-	failed := s.traffic.Window(released).Tracks["canary"].Errors
-	t.Logf("canary requests that failed before the canary was cut: %d of %d requests; first 500 to the last canary request: %.0fs (1s buckets)",
-		failed, s.traffic.Window(released).Requests(), last.Sub(first).Seconds())
+	// What users saw: the canary's failed requests, and the time from the
+	// first 500 to the last request the canary answered (its endpoints gone).
+	first, ok := s.traffic.FirstError("canary", released)
+	require.True(t, ok, "the canary answered 500s")
+	last := s.traffic.LastRequest("canary")
+	window := s.traffic.Window(released)
+	failed := window.Tracks["canary"].Errors
+	t.Logf("first canary 500 to its last request: %.1fs; canary requests that failed: %d of %d requests to both tracks",
+		last.Sub(first).Seconds(), failed, window.Requests())
 	assert.Greater(t, failed, 0)
 	time.Sleep(2 * time.Second)
 	assert.Equal(t, 0, s.traffic.Window(time.Now().Add(-time.Second)).Tracks["canary"].Requests, "no traffic reaches a canary after the rollback")

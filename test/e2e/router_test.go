@@ -147,16 +147,13 @@ func stableRS(t *testing.T, ns string) map[string]int32 {
 	return out
 }
 
-// eventMessages returns the messages of web's Events with reason.
-func eventMessages(t *testing.T, ns, reason string) []string {
+// eventMessages waits for want of web's Events with reason and returns
+// their messages, oldest first.
+func eventMessages(t *testing.T, ns, reason string, want int) []string {
 	t.Helper()
-	evs, err := theLab.Client.CoreV1().Events(ns).List(t.Context(), metav1.ListOptions{FieldSelector: "involvedObject.name=web,reason=" + reason})
+	msgs, err := theLab.EventMessages(t.Context(), ns, "web", reason, want)
 	require.NoError(t, err)
-	var out []string
-	for _, e := range evs.Items {
-		out = append(out, e.Message)
-	}
-	return out
+	return msgs
 }
 
 func imagesOfPods(t *testing.T, ns string) map[string]int {
@@ -201,7 +198,7 @@ func TestHealthyReleaseIsPromotedThroughEveryStep(t *testing.T) {
 	eventually(t, "only v2 pods", func(ctx context.Context) (bool, error) {
 		return assert.ObjectsAreEqual(map[string]int{"fledge/demo:v2": 6}, imagesOfPods(t, ns)), nil
 	})
-	assert.Equal(t, []string{"promoted web: all 6 pods run the new version"}, eventMessages(t, ns, "Succeeded"))
+	assert.Equal(t, []string{"promoted web: all 6 pods run the new version"}, eventMessages(t, ns, "Succeeded", 1))
 	logPhases(t, out)
 }
 
@@ -257,9 +254,11 @@ func TestCrashingReleaseIsRolledBack(t *testing.T) {
 		return assert.ObjectsAreEqual(map[string]int{"fledge/demo:v1": 4}, imagesOfPods(t, ns)), nil
 	})
 	logPhases(t, out)
-	assert.Equal(t, strconv.Itoa(before+1), metric(t, rolledBack))
+	eventually(t, "the rollback counted in /metrics", func(ctx context.Context) (bool, error) {
+		return metric(t, rolledBack) == strconv.Itoa(before+1), nil
+	})
 	t.Logf("failing verdict to canary at zero pods: %ss over %s rollbacks", metric(t, "fledge_rollback_seconds_sum"), metric(t, "fledge_rollback_seconds_count"))
-	msgs := eventMessages(t, ns, "RolledBack")
+	msgs := eventMessages(t, ns, "RolledBack", 1)
 	require.Len(t, msgs, 1)
 	assert.Regexp(t, `^rolled back web: canary pod web-canary-\w+-\w+ failed \(container app: containerFailed, exit code 1\) at step 1 \(5%\); the stable version serves all 4 pods$`, msgs[0])
 }
@@ -381,7 +380,7 @@ func TestCommandsSteerTheRollout(t *testing.T) {
 	out := waitOutcome(t, ns)
 	assert.Equal(t, rollout.Succeeded, out.Phase)
 
-	msgs := eventMessages(t, ns, "Command")
+	msgs := eventMessages(t, ns, "Command", 3)
 	require.Len(t, msgs, 3)
 	assert.Regexp(t, `^pause: web holds at step \d \(\d+%\)$`, msgs[0])
 	assert.Regexp(t, `^resume: web goes on at step \d \(\d+%\)$`, msgs[1])

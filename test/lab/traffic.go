@@ -59,6 +59,10 @@ type Traffic struct {
 	mu      sync.Mutex
 	start   time.Time
 	seconds []TrafficStats // by completion time: seconds[i] covers [start+i s, start+(i+1) s)
+	// errorsAt and lastAt are exact times by track: when each failed
+	// request completed, and when the last request completed.
+	errorsAt map[string][]time.Time
+	lastAt   map[string]time.Time
 }
 
 // NewTraffic prepares traffic to the Service namespace/service at rps
@@ -241,6 +245,34 @@ func (t *Traffic) record(done time.Time, track string, failed bool) {
 		t.seconds = append(t.seconds, TrafficStats{From: from, To: from.Add(time.Second), Tracks: map[string]Counts{}})
 	}
 	t.seconds[i].add(track, failed)
+	if t.lastAt == nil {
+		t.lastAt, t.errorsAt = map[string]time.Time{}, map[string][]time.Time{}
+	}
+	t.lastAt[track] = done
+	if failed {
+		t.errorsAt[track] = append(t.errorsAt[track], done)
+	}
+}
+
+// FirstError returns when the first failed request answered by a pod of
+// track completed at or after since, and whether there was one.
+func (t *Traffic) FirstError(track string, since time.Time) (time.Time, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, at := range t.errorsAt[track] {
+		if !at.Before(since) {
+			return at, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// LastRequest returns when the last request answered by a pod of track
+// completed: after a canary is cut, when traffic stopped reaching it.
+func (t *Traffic) LastRequest(track string) time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.lastAt[track]
 }
 
 // second returns the counts of second i of Run (empty if nothing completed).
