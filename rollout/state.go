@@ -127,44 +127,38 @@ type Outcome struct {
 
 // ParseOutcome reads the last outcome of a Deployment; nil when none.
 func ParseOutcome(d *appsv1.Deployment) (*Outcome, error) {
-	raw, ok := d.Annotations[AnnotationLast]
-	if !ok || raw == "" {
-		return nil, nil
-	}
-	var o Outcome
-	if err := json.Unmarshal([]byte(raw), &o); err != nil {
-		return nil, fmt.Errorf("annotation %s of %s/%s is not a rollout outcome: %w", AnnotationLast, d.Namespace, d.Name, err)
-	}
-	return &o, nil
+	return decode[Outcome](d, AnnotationLast, "rollout outcome")
 }
 
 // ParseState reads the rollout state of a Deployment; nil when none runs.
 func ParseState(d *appsv1.Deployment) (*State, error) {
-	raw, ok := d.Annotations[AnnotationState]
-	if !ok || raw == "" {
+	return decode[State](d, AnnotationState, "rollout state")
+}
+
+// decode reads the JSON of annotation key of d; nil when it is absent.
+func decode[T any](d *appsv1.Deployment, key, what string) (*T, error) {
+	raw := d.Annotations[key]
+	if raw == "" {
 		return nil, nil
 	}
-	var s State
-	if err := json.Unmarshal([]byte(raw), &s); err != nil {
-		return nil, fmt.Errorf("annotation %s of %s/%s is not a rollout state: %w", AnnotationState, d.Namespace, d.Name, err)
+	var v T
+	if err := json.Unmarshal([]byte(raw), &v); err != nil {
+		return nil, fmt.Errorf("annotation %s of %s/%s is not a %s: %w", key, d.Namespace, d.Name, what, err)
 	}
-	return &s, nil
+	return &v, nil
 }
 
 // Encode renders the state for AnnotationState.
-func (s *State) Encode() (string, error) {
-	b, err := json.Marshal(s)
-	if err != nil {
-		return "", fmt.Errorf("encode rollout state: %w", err)
-	}
-	return string(b), nil
-}
+func (s *State) Encode() (string, error) { return encode(s, "rollout state") }
 
 // Encode renders the outcome for AnnotationLast.
-func (o *Outcome) Encode() (string, error) {
-	b, err := json.Marshal(o)
+func (o *Outcome) Encode() (string, error) { return encode(o, "rollout outcome") }
+
+// encode renders v as an annotation value.
+func encode(v any, what string) (string, error) {
+	b, err := json.Marshal(v)
 	if err != nil {
-		return "", fmt.Errorf("encode rollout outcome: %w", err)
+		return "", fmt.Errorf("encode %s: %w", what, err)
 	}
 	return string(b), nil
 }
