@@ -169,3 +169,18 @@ func eventually(t *testing.T, what string, cond func(ctx context.Context) (bool,
 	err := wait.PollUntilContextTimeout(t.Context(), 200*time.Millisecond, time.Minute, true, cond)
 	require.NoError(t, err, "waiting for %s", what)
 }
+
+// stableRS returns the replicas of web's own ReplicaSets (not its
+// canary's) by image, leaving out those scaled to zero.
+func stableRS(t *testing.T, ns string) map[string]int32 {
+	t.Helper()
+	rss, err := theLab.Client.AppsV1().ReplicaSets(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app=web,!" + rollout.LabelTrack})
+	require.NoError(t, err)
+	out := map[string]int32{}
+	for _, rs := range rss.Items {
+		if n := *rs.Spec.Replicas; n > 0 {
+			out[rs.Spec.Template.Spec.Containers[0].Image] = n
+		}
+	}
+	return out
+}

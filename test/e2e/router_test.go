@@ -133,20 +133,6 @@ func canaryGone(t *testing.T, ns string) {
 	})
 }
 
-// stableRS returns the replicas of web's own ReplicaSets by image.
-func stableRS(t *testing.T, ns string) map[string]int32 {
-	t.Helper()
-	rss, err := theLab.Client.AppsV1().ReplicaSets(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app=web,!" + rollout.LabelTrack})
-	require.NoError(t, err)
-	out := map[string]int32{}
-	for _, rs := range rss.Items {
-		if n := *rs.Spec.Replicas; n > 0 {
-			out[rs.Spec.Template.Spec.Containers[0].Image] = n
-		}
-	}
-	return out
-}
-
 // eventMessages waits for want of web's Events with reason and returns
 // their messages, oldest first.
 func eventMessages(t *testing.T, ns, reason string, want int) []string {

@@ -15,19 +15,6 @@ import (
 	"github.com/fledge-dev/fledge/rollout"
 )
 
-// replicaSets returns the replica count of each of web's own ReplicaSets
-// (not its canary's) by image.
-func replicaSets(t *testing.T, ns string) map[string]int32 {
-	t.Helper()
-	rss, err := theLab.Client.AppsV1().ReplicaSets(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app=web,!" + rollout.LabelTrack})
-	require.NoError(t, err)
-	byImage := map[string]int32{}
-	for _, rs := range rss.Items {
-		byImage[rs.Spec.Template.Spec.Containers[0].Image] = *rs.Spec.Replicas
-	}
-	return byImage
-}
-
 func TestApplyInOptedInNamespaceStartsPausedRollout(t *testing.T) {
 	ns := namespace(t, "webhook-start", true)
 	deployed(t, ns, "v1", 4)
@@ -56,7 +43,7 @@ func TestApplyInOptedInNamespaceStartsPausedRollout(t *testing.T) {
 		d := get(t, ns, "web")
 		return d.Status.ObservedGeneration == d.Generation, nil
 	})
-	assert.Equal(t, map[string]int32{"fledge/demo:v1": 4}, replicaSets(t, ns))
+	assert.Equal(t, map[string]int32{"fledge/demo:v1": 4}, stableRS(t, ns))
 	assert.Equal(t, int32(4), get(t, ns, "web").Status.ReadyReplicas)
 }
 
@@ -72,7 +59,7 @@ func TestApplyInOtherNamespaceRollsOutNatively(t *testing.T) {
 	assert.False(t, d.Spec.Paused)
 	assert.NotContains(t, d.Annotations, rollout.AnnotationState)
 	eventually(t, "v2 rolled out natively", func(ctx context.Context) (bool, error) {
-		rs := replicaSets(t, ns)
+		rs := stableRS(t, ns)
 		return rs["fledge/demo:v2"] == 2 && rs["fledge/demo:v1"] == 0, nil
 	})
 }

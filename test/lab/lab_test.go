@@ -67,6 +67,19 @@ func eventually(t *testing.T, what string, cond func(ctx context.Context) (bool,
 	require.NoError(t, err, "waiting for %s", what)
 }
 
+// createWebService creates Service web (app=web, port 80 to 8080) in ns.
+func createWebService(t *testing.T, ns string) {
+	t.Helper()
+	_, err := theLab.Client.CoreV1().Services(ns).Create(t.Context(), &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": "web"},
+			Ports:    []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}},
+		},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+}
+
 func TestNodesRenewTheirLeases(t *testing.T) {
 	// Without Leases, nodes turn NotReady after the node monitor grace
 	// period and their pods stop being endpoints mid-test.
@@ -98,14 +111,7 @@ func TestDeploymentGetsReadyPodsAndEndpoints(t *testing.T) {
 
 	_, err := c.AppsV1().Deployments(ns).Create(ctx, deployment("web", "fledge/demo:v1", 3), metav1.CreateOptions{})
 	require.NoError(t, err)
-	_, err = c.CoreV1().Services(ns).Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "web"},
-		Spec: corev1.ServiceSpec{
-			Selector: map[string]string{"app": "web"},
-			Ports:    []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}},
-		},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
+	createWebService(t, ns)
 
 	eventually(t, "3 ready replicas", func(ctx context.Context) (bool, error) {
 		d, err := c.AppsV1().Deployments(ns).Get(ctx, "web", metav1.GetOptions{})
@@ -275,14 +281,7 @@ func demoApp(t *testing.T, ns string, stable, canary int32, canaryEnv ...corev1.
 		_, err = c.AppsV1().Deployments(ns).Create(ctx, demoDeployment("web-canary", "web", "canary", "fledge/demo:v2", canary, canaryEnv...), metav1.CreateOptions{})
 		require.NoError(t, err)
 	}
-	_, err = c.CoreV1().Services(ns).Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "web"},
-		Spec: corev1.ServiceSpec{
-			Selector: map[string]string{"app": "web"},
-			Ports:    []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}},
-		},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
+	createWebService(t, ns)
 
 	return waitForDemoPods(t, ns, int(stable+canary))
 }
