@@ -166,7 +166,7 @@ func TestRBACIsExactlyTheDesignedRules(t *testing.T) {
 	wantCluster := []rbacv1.PolicyRule{
 		{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"}},
 		{APIGroups: []string{"apps"}, Resources: []string{"replicasets"}, Verbs: readOnly},
-		{APIGroups: []string{""}, Resources: []string{"pods", "namespaces", "configmaps"}, Verbs: readOnly},
+		{APIGroups: []string{""}, Resources: []string{"pods", "namespaces", "configmaps", "services"}, Verbs: readOnly},
 		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
 		{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
 		{APIGroups: []string{"autoscaling"}, Resources: []string{"horizontalpodautoscalers"}, Verbs: readOnly},

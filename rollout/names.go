@@ -12,8 +12,17 @@ const (
 	AnnotationLast = "fledge.dev/last-rollout"
 	// AnnotationCommand carries a person's command to the router.
 	AnnotationCommand = "fledge.dev/command"
+	// AnnotationEvidence, on the canary Deployment, holds the JSON Evidence
+	// of the last evaluation of the Prometheus checks: it changes at every
+	// evaluation, so it is kept off the stable Deployment, whose every
+	// annotation change bumps its generation.
+	AnnotationEvidence = "fledge.dev/analysis"
 	// LabelTrack tells canary pods apart; its value is TrackCanary.
 	LabelTrack = "fledge.dev/track"
+	// LabelAttempt on canary pods is the number of the rollout they belong
+	// to (State.Attempt): pods and metrics of an earlier attempt of the same
+	// revision are never this attempt's evidence.
+	LabelAttempt = "fledge.dev/attempt"
 	// TrackCanary and TrackStable name the two sides of a rollout.
 	TrackCanary = "canary"
 	TrackStable = "stable"
@@ -31,7 +40,13 @@ const (
 	CommandAbort       = "abort"
 	CommandPause       = "pause"
 	CommandResume      = "resume"
+	// CommandRetry starts a new attempt of a failed revision the Deployment
+	// holds; the webhook takes it, since it resolves policies.
+	CommandRetry = "retry"
 )
+
+// Commands lists the commands, for messages.
+const Commands = "promote, promote-full, abort, pause, resume or retry"
 
 // OwnedAnnotations are the keys only fledge may write; the webhook puts back
 // what anyone else changes.

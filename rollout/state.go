@@ -22,15 +22,26 @@ const (
 	// Promoting: the stable Deployment is unpaused and rolls to the new
 	// template while canary pods keep serving.
 	Promoting Phase = "Promoting"
-	// RollingBack: the canary is cut and the stable template restored.
+	// RollingBack: the canary is being cut; the Deployment then holds the
+	// failed revision (see Holds).
 	RollingBack Phase = "RollingBack"
 	// Aborted: a person reverted the template or sent abort; the router
-	// cleans up as for a rollback.
+	// cuts the canary as for a rollback, and the Deployment holds the
+	// revision unless its template is back to the stable one.
 	Aborted Phase = "Aborted"
 	// Succeeded and RolledBack are outcomes, recorded in AnnotationLast.
 	Succeeded  Phase = "Succeeded"
 	RolledBack Phase = "RolledBack"
 )
+
+// Live reports whether the rollout is at a step: its canary serves, its
+// checks run and commands steer it.
+func (p Phase) Live() bool { return p == Progressing || p == Paused }
+
+// KeepsPaused reports whether the Deployment stays paused in this phase:
+// in every phase but Promoting, where it rolls to the new template. The
+// webhook keeps it so against a user's resume.
+func (p Phase) KeepsPaused() bool { return p != Promoting }
 
 // Finishing reports whether the router is already bringing the rollout to an
 // end, so a new template cannot be taken into it.
@@ -46,6 +57,11 @@ type State struct {
 	Phase Phase `json:"phase"`
 	// Step indexes Policy.Steps.
 	Step int32 `json:"step"`
+	// Attempt numbers the rollouts of this Deployment: one more than the
+	// last outcome's, for a new revision, a re-release and a retry alike.
+	// Canary pods carry it (LabelAttempt), so that an attempt is judged on
+	// its own pods only.
+	Attempt int32 `json:"attempt"`
 	// StableRevision and CanaryRevision are TemplateHash values of the
 	// template that served before the rollout and of the one being rolled out.
 	StableRevision string `json:"stableRevision"`
@@ -55,9 +71,20 @@ type State struct {
 	PolicySource string           `json:"policySource"`
 	StartedAt    metav1.MicroTime `json:"startedAt"`
 	// StepStartedAt is when the current step began (its canary pods were
-	// scaled); HoldingSince is when they were all Ready, which starts the hold.
+	// scaled); HoldingSince is when they were all Ready and in the traffic
+	// path, which starts the hold. Time the step spends stalled (see
+	// StalledSince) is added to HoldingSince when the stall ends: it does
+	// not count toward the hold.
 	StepStartedAt *metav1.MicroTime `json:"stepStartedAt,omitempty"`
 	HoldingSince  *metav1.MicroTime `json:"holdingSince,omitempty"`
+	// NotReadySince is when the canary last had fewer Ready pods than
+	// wanted (the step started, a scale, an HPA, a replaced pod):
+	// health.readyTimeout counts from it, never from the start of the step.
+	NotReadySince *metav1.MicroTime `json:"notReadySince,omitempty"`
+	// StalledSince is when a holding step stopped being judged: canary pods
+	// not Ready, no pods wanted, a Service that misses the canary, the
+	// stable ReplicaSet gone. Message says which.
+	StalledSince *metav1.MicroTime `json:"stalledSince,omitempty"`
 	// Replicas is the user's total for capacity shift, remembered because
 	// the stable Deployment's own count is lowered during the rollout.
 	Replicas int32 `json:"replicas,omitempty"`
@@ -65,24 +92,60 @@ type State struct {
 	// a different count on the Deployment is a person's (or a tool's) new
 	// total.
 	StableSet int32 `json:"stableSet,omitempty"`
-	// Analysis counts consecutive failed and inconclusive evaluations of the
-	// Prometheus checks; LastAnalysis is when they were last evaluated and
-	// Checks what that evaluation found. They live here so that a restarted
-	// manager neither forgets a failure nor evaluates early.
-	Analysis     policy.Counters      `json:"analysis,omitzero"`
-	LastAnalysis *metav1.MicroTime    `json:"lastAnalysis,omitempty"`
-	Checks       []policy.CheckResult `json:"checks,omitempty"`
-	// PassedSince is when the step last began to have passing evidence.
+	// PassedSince is when the step last began to have passing evidence. It
+	// changes only when the verdict does; the figures of every evaluation
+	// are Evidence, on the canary.
 	PassedSince *metav1.MicroTime `json:"passedSince,omitempty"`
-	// FailedAt is when the verdict that ends the rollout was reached, to
-	// measure how long cutting the canary took.
+	// FailedAt is when the verdict that ends the rollout was reached.
 	FailedAt *metav1.MicroTime `json:"failedAt,omitempty"`
 	// Reason says why the rollout is rolling back or aborted.
 	Reason *Reason `json:"reason,omitempty"`
 	// History records each step that was reached.
 	History []StepRecord `json:"history,omitempty"`
-	// Message says what the rollout waits for, in a person's words.
+	// Message says what the rollout waits for, in a person's words. It
+	// names conditions, not figures that change at every look, so that it
+	// changes only on transitions.
 	Message string `json:"message,omitempty"`
+}
+
+// Evidence is the last evaluation of a rollout's Prometheus checks, kept as
+// JSON in AnnotationEvidence on the canary Deployment. It changes at every
+// evaluation, which is why it is not part of State.
+type Evidence struct {
+	// Attempt and Step say which attempt and step it was gathered for;
+	// evidence of another attempt is none at all.
+	Attempt int32 `json:"attempt"`
+	Step    int32 `json:"step"`
+	// At is when the checks were evaluated; the next evaluation is due an
+	// interval later, also after a manager restart.
+	At metav1.MicroTime `json:"at"`
+	// Counters are the consecutive failed and inconclusive evaluations of
+	// this attempt; they carry over from step to step.
+	Counters policy.Counters      `json:"counters,omitzero"`
+	Checks   []policy.CheckResult `json:"checks,omitempty"`
+	// Verdict is the judgement of the evaluation, in a person's words.
+	Verdict string `json:"verdict,omitempty"`
+}
+
+// ParseEvidence reads the evidence of a canary Deployment; nil when none.
+func ParseEvidence(canary *appsv1.Deployment) (*Evidence, error) {
+	return decode[Evidence](canary, AnnotationEvidence, "rollout evidence")
+}
+
+// Encode renders the evidence for AnnotationEvidence.
+func (e *Evidence) Encode() (string, error) { return encode(e, "rollout evidence") }
+
+// For returns the evidence of s's current attempt: its counters, and its
+// checks and time only when they are of the current step. Evidence of
+// another attempt, or none, is the zero Evidence of s.
+func (e *Evidence) For(s *State) Evidence {
+	if e == nil || e.Attempt != s.Attempt {
+		return Evidence{Attempt: s.Attempt, Step: s.Step}
+	}
+	if e.Step != s.Step {
+		return Evidence{Attempt: s.Attempt, Step: s.Step, Counters: e.Counters}
+	}
+	return *e
 }
 
 // Reason is why a rollout failed: which check, which value against which
@@ -116,13 +179,37 @@ type StepRecord struct {
 // AnnotationLast.
 type Outcome struct {
 	// Phase is Succeeded, RolledBack or Aborted.
-	Phase          Phase            `json:"phase"`
+	Phase Phase `json:"phase"`
+	// Attempt is the finished rollout's State.Attempt.
+	Attempt        int32            `json:"attempt,omitempty"`
 	StableRevision string           `json:"stableRevision"`
 	CanaryRevision string           `json:"canaryRevision"`
 	Reason         *Reason          `json:"reason,omitempty"`
 	StartedAt      metav1.MicroTime `json:"startedAt"`
 	FinishedAt     metav1.MicroTime `json:"finishedAt"`
 	History        []StepRecord     `json:"history,omitempty"`
+}
+
+// Failed reports whether the rollout ended without its revision promoted.
+func (o *Outcome) Failed() bool {
+	return o != nil && (o.Phase == RolledBack || o.Phase == Aborted)
+}
+
+// Holds reports whether Deployment d holds the failed revision of outcome
+// o (ARCHITECTURE.md, "Rollback"): the rollout ended without promoting,
+// and d's template is still the one it rolled out. d stays paused, its
+// stable ReplicaSet serving, until a person or git applies another
+// template, or retries.
+func Holds(d *appsv1.Deployment, o *Outcome) bool {
+	return o.Failed() && o.CanaryRevision != "" && TemplateHash(&d.Spec.Template) == o.CanaryRevision
+}
+
+// NextAttempt is the attempt number of a rollout that starts after o.
+func NextAttempt(o *Outcome) int32 {
+	if o == nil {
+		return 1
+	}
+	return o.Attempt + 1
 }
 
 // ParseOutcome reads the last outcome of a Deployment; nil when none.

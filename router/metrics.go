@@ -1,6 +1,9 @@
 package router
 
 import (
+	"sync"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fledge-dev/fledge/policy"
@@ -15,11 +18,17 @@ type Metrics struct {
 	outcomes        *prometheus.CounterVec
 	rollbackSeconds prometheus.Histogram
 	checks          *prometheus.CounterVec
+
+	mu sync.Mutex
+	// cuts holds when this process ordered each canary's cut, by
+	// namespace/name.
+	cuts map[string]time.Time
 }
 
 // NewMetrics registers the router's metrics with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
+		cuts: map[string]time.Time{},
 		phase: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "fledge_rollouts",
 			Help: "Rollouts in progress: 1 for the phase each Deployment's rollout is in. sum by (phase) counts rollouts by phase.",
@@ -38,7 +47,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"outcome", "reason"}),
 		rollbackSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "fledge_rollback_seconds",
-			Help:    "Seconds from the failing verdict to the canary at zero pods.",
+			Help:    "Seconds from the reconcile that ordered the canary's cut to the canary at zero pods, as one manager process saw it.",
 			Buckets: []float64{0.25, 0.5, 1, 2, 3, 5, 10, 30, 60},
 		}),
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -78,4 +87,24 @@ func (m *Metrics) evaluation(e *policy.Evaluation) {
 	for _, r := range e.Results {
 		m.checks.WithLabelValues(r.Check, string(r.Result)).Inc()
 	}
+}
+
+// cut times a canary's cut: the first call for a Deployment is when the
+// cut was ordered, the call with gone when it had no pod left. A cut that
+// began under another manager process is timed from when this one took it
+// over, so a manager outage is not counted as time to cut.
+func (m *Metrics) cut(ns, name string, now time.Time, gone bool) {
+	key := ns + "/" + name
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	began, ok := m.cuts[key]
+	if !ok {
+		began = now
+	}
+	if !gone {
+		m.cuts[key] = began
+		return
+	}
+	delete(m.cuts, key)
+	m.rollbackSeconds.Observe(now.Sub(began).Seconds())
 }

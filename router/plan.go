@@ -8,6 +8,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/ptr"
 
 	"github.com/fledge-dev/fledge/policy"
@@ -15,8 +16,8 @@ import (
 )
 
 // Observed is what one reconcile read of a rollout: the stable Deployment
-// and its state, the canary, its pods, and, when it was due, an evaluation
-// of the Prometheus checks.
+// and its state, the canary, its pods, the Services of the namespace, and,
+// when it was due, an evaluation of the Prometheus checks.
 type Observed struct {
 	Now        time.Time
 	Deployment *appsv1.Deployment
@@ -25,11 +26,17 @@ type Observed struct {
 	Command string
 	// Canary is the <name>-canary Deployment; nil when there is none.
 	Canary *appsv1.Deployment
-	// CanaryPods are the pods of the canary (not terminating).
+	// CanaryPods are the pods of the canary, of every attempt, not
+	// terminating.
 	CanaryPods []corev1.Pod
-	// StableTemplate is the template of the stable ReplicaSet, to restore on
-	// rollback; nil when that ReplicaSet is gone.
-	StableTemplate *corev1.PodTemplateSpec
+	// Evidence is the current attempt's evidence, from the canary.
+	Evidence rollout.Evidence
+	// StableLabels are the labels of the stable ReplicaSet's pods; nil when
+	// that ReplicaSet is gone (StableGone).
+	StableLabels labels.Set
+	StableGone   bool
+	// Services are the Services of the namespace.
+	Services []corev1.Service
 	// HPA is true when a HorizontalPodAutoscaler targets the Deployment.
 	HPA bool
 	// Evaluation is the analysis made in this reconcile; nil when none was due.
@@ -46,20 +53,20 @@ type Plan struct {
 	// CanaryReplicas is the canary's replica count; nil means the canary
 	// Deployment is not wanted (deleted if it exists).
 	CanaryReplicas *int32
+	// Evidence, when set, is written to the canary's annotation.
+	Evidence *rollout.Evidence
 	// StableReplicas, when set, is the stable Deployment's replica count
 	// (capacity shift).
 	StableReplicas *int32
 	// Paused is the stable Deployment's spec.paused.
 	Paused bool
-	// Template, when set, replaces the stable Deployment's template (rollback).
-	Template *corev1.PodTemplateSpec
 	// ClearCommand removes the fledge.dev/command annotation.
 	ClearCommand bool
 	// Events to emit on the Deployment, in order.
 	Events []Event
-	// CanaryGone is set on the reconcile that saw the failed canary reach
-	// zero pods, to measure how long cutting it took.
-	CanaryGone bool
+	// Cutting is set while the canary is being cut; CanaryGone on the
+	// reconcile that saw it at zero pods, to measure how long the cut took.
+	Cutting, CanaryGone bool
 	// RequeueAfter is when to look again without a change to wait for.
 	RequeueAfter time.Duration
 }
@@ -74,6 +81,7 @@ type Event struct {
 // Requeue intervals when nothing else wakes the reconciler.
 const (
 	pollWaiting = 2 * time.Second // waiting for pods or the Deployment controller
+	pollStalled = 5 * time.Second // a stall that a person has to lift
 )
 
 // planner builds one Plan.
@@ -119,7 +127,6 @@ func (p *planner) result() Plan {
 func copyState(s *rollout.State) rollout.State {
 	c := *s
 	c.History = slices.Clone(s.History)
-	c.Checks = slices.Clone(s.Checks)
 	return c
 }
 
@@ -136,6 +143,8 @@ func (p *planner) requeue(d time.Duration) {
 	}
 }
 
+func (p *planner) now() *metav1.MicroTime { return ptr.To(metav1.NewMicroTime(p.o.Now)) }
+
 // name is the Deployment's name, for messages.
 func (p *planner) name() string { return p.o.Deployment.Name }
 
@@ -147,7 +156,7 @@ func (p *planner) command() {
 		return
 	}
 	p.plan.ClearCommand = true
-	live := p.s.Phase == rollout.Progressing || p.s.Phase == rollout.Paused
+	live := p.s.Phase.Live()
 	switch {
 	case cmd == rollout.CommandAbort && !p.s.Phase.Finishing():
 		p.s.Phase = rollout.Aborted
@@ -169,10 +178,12 @@ func (p *planner) command() {
 		p.event(corev1.EventTypeNormal, "Command", "promote-full: %s skips to promotion", p.name())
 		p.endStep()
 		p.startPromotion()
+	case cmd == rollout.CommandRetry:
+		p.event(corev1.EventTypeWarning, "CommandIgnored", "retry: a rollout of %s is running (%s); retry applies to a failed revision the Deployment holds", p.name(), p.s.Phase)
 	case cmd == rollout.CommandAbort || cmd == rollout.CommandPause || cmd == rollout.CommandResume || cmd == rollout.CommandPromote || cmd == rollout.CommandPromoteFull:
 		p.event(corev1.EventTypeWarning, "CommandIgnored", "%s: the rollout of %s is %s; nothing to do", cmd, p.name(), p.s.Phase)
 	default:
-		p.event(corev1.EventTypeWarning, "CommandIgnored", "unknown command %q; use promote, promote-full, abort, pause or resume", cmd)
+		p.event(corev1.EventTypeWarning, "CommandIgnored", "unknown command %q; use %s", cmd, rollout.Commands)
 	}
 }
 
@@ -189,8 +200,7 @@ func (p *planner) stableReplicas() int32 {
 	return ptr.Deref(p.o.Deployment.Spec.Replicas, 1)
 }
 
-// shift reports whether this rollout moves pods from stable to canary, and
-// says once why not when the policy asked for it but cannot have it.
+// shift reports whether this rollout moves pods from stable to canary.
 func (p *planner) shift() bool {
 	if p.s.Policy.Capacity != policy.CapacityShift {
 		return false
@@ -234,8 +244,9 @@ func (p *planner) counts() (canary, stable int32) {
 	return SurgeReplicas(s, p.weight()), s
 }
 
-// progress runs the current step: canary pods up, Ready, health watched,
-// held, then the next step.
+// progress runs the current step: canary pods up and Ready, in the traffic
+// path, health watched, held, then the next step. A step is judged only
+// while its canary really serves: anything else stalls it (see stalled).
 func (p *planner) progress() {
 	if p.s.StepStartedAt == nil {
 		p.startStep()
@@ -249,14 +260,14 @@ func (p *planner) progress() {
 		p.rollBack()
 		return
 	}
-	ready := p.canaryReady(canary)
-	if !ready {
-		p.waitReady(canary)
+	if p.stalled(canary) {
 		return
 	}
+	p.unstall()
 	if p.s.HoldingSince == nil {
 		p.startHolding(canary, stable)
 	}
+	p.recordCounts(canary, stable)
 	if p.shift() {
 		// Stable gives up pods only once the canary's are Ready.
 		p.plan.StableReplicas = ptr.To(stable)
@@ -266,18 +277,19 @@ func (p *planner) progress() {
 		return
 	}
 	if p.s.Phase == rollout.Paused {
+		p.s.Message = p.pausedMessage()
 		return
 	}
+	p.s.Message = p.holdMessage()
 	p.hold()
 }
 
 func (p *planner) startStep() {
-	now := metav1.NewMicroTime(p.o.Now)
-	p.s.StepStartedAt = &now
+	p.s.StepStartedAt = p.now()
 	p.s.HoldingSince = nil
+	p.s.StalledSince = nil
+	p.s.NotReadySince = nil
 	p.s.PassedSince = nil
-	p.s.LastAnalysis = nil
-	p.s.Checks = nil
 	if p.s.Policy.Capacity == policy.CapacityShift && p.s.Replicas == 0 {
 		p.s.Replicas = p.stableReplicas()
 		if !p.shift() {
@@ -294,11 +306,25 @@ func (p *planner) startStep() {
 		p.s.Step+1, len(p.s.Policy.Steps), p.name(), p.weight(), canary, stable, EffectiveWeight(canary, stable))
 }
 
-// podHealth applies the Kubernetes-native checks to the canary pods: a
-// failed or crash-looping pod fails at once, restarts beyond maxRestarts fail.
+// attemptPods are the canary pods of the current attempt: pods of an
+// earlier attempt of the same revision are never this attempt's evidence.
+func (p *planner) attemptPods() []corev1.Pod {
+	attempt := fmt.Sprint(p.s.Attempt)
+	var out []corev1.Pod
+	for _, pod := range p.o.CanaryPods {
+		if rollout.PodAttempt(&pod) == attempt {
+			out = append(out, pod)
+		}
+	}
+	return out
+}
+
+// podHealth applies the Kubernetes-native checks to this attempt's canary
+// pods: a failed or crash-looping pod fails at once, restarts beyond
+// maxRestarts fail.
 func (p *planner) podHealth() *rollout.Reason {
 	var restarts int32
-	for _, pod := range p.o.CanaryPods {
+	for _, pod := range p.attemptPods() {
 		if pod.Status.Phase == corev1.PodFailed {
 			return p.reason("pod-failed", nil, nil, "canary pod %s failed (%s)", pod.Name, failureReason(&pod))
 		}
@@ -334,61 +360,177 @@ func (p *planner) reason(check string, value, bound *float64, format string, arg
 	return &rollout.Reason{Check: check, Value: value, Bound: bound, Step: p.s.Step, Weight: p.weight(), Message: fmt.Sprintf(format, args...)}
 }
 
-// canaryReady reports whether the canary Deployment runs want pods of the
-// current template, all Ready.
-func (p *planner) canaryReady(want int32) bool {
-	c := p.o.Canary
-	if c == nil || ptr.Deref(c.Spec.Replicas, 0) != want || c.Status.ObservedGeneration < c.Generation {
-		return false
+// stalled reports whether the step cannot be judged now, and holds it:
+// nothing to judge (no pods wanted), nothing to compare with (the stable
+// ReplicaSet gone), canary pods not all Ready, or a Service that sends the
+// canary nothing. The first that applies is the stall's message; its Event
+// is emitted when the stall begins or changes. Time stalled does not count
+// toward the hold, and a stalled step never passes.
+func (p *planner) stalled(want int32) bool {
+	if want == 0 {
+		p.s.NotReadySince = nil
+		p.stall(pollStalled, corev1.EventTypeWarning, "NoPods",
+			fmt.Sprintf("%s is scaled to 0: no canary pods to judge; the rollout holds until it has replicas again", p.name()))
+		return true
 	}
-	if rollout.TemplateHash(&c.Spec.Template) != canaryTemplateHash(p.o.Deployment) {
-		return false
+	if p.o.StableGone {
+		p.s.NotReadySince = nil
+		p.stall(pollStalled, corev1.EventTypeWarning, "StableReplicaSetGone",
+			fmt.Sprintf("the stable ReplicaSet of %s (revision %s) is gone, so the canary cannot be judged against it and the Deployment controller may run an older revision: the rollout holds; "+
+				"to go back, kubectl fledge abort %s and apply the stable manifest; to release the new version anyway, kubectl fledge promote --full %s",
+				p.name(), p.s.StableRevision, p.name(), p.name()))
+		return true
 	}
-	st := c.Status
-	return st.UpdatedReplicas == want && st.ReadyReplicas == want && st.Replicas == want
+	if p.o.Canary == nil && p.s.HoldingSince != nil && p.s.NotReadySince == nil {
+		// The canary served at this step and is gone: someone deleted it.
+		p.event(corev1.EventTypeWarning, "CanaryRecreated", "canary %s was deleted; re-creating it with %d pods: the time without it does not count toward the hold",
+			rollout.CanaryName(p.name()), want)
+	}
+	if ready := p.readyPods(want); ready < want {
+		if p.s.NotReadySince == nil {
+			p.s.NotReadySince = p.now()
+		}
+		timeout := p.s.Policy.Health.ReadyTimeout.Duration
+		waited := p.o.Now.Sub(p.s.NotReadySince.Time)
+		if waited >= timeout {
+			p.fail(*p.reason("ready-timeout", ptr.To(float64(ready)), ptr.To(float64(want)),
+				"%d of %d canary pods Ready after %s (readyTimeout)", ready, want, timeout))
+			p.rollBack()
+			return true
+		}
+		p.stall(min(pollWaiting, timeout-waited), "", "", fmt.Sprintf("waiting for %d canary pods to be Ready", want))
+		return true
+	}
+	p.s.NotReadySince = nil
+	if gaps := rollout.ServiceGaps(p.o.Services, p.o.StableLabels, rollout.PodLabels(rollout.CanaryTemplate(p.o.Deployment, p.s.Attempt))); len(gaps) > 0 {
+		p.stall(pollStalled, corev1.EventTypeWarning, "ServiceMissesCanary", gaps[0].Gap()+"; the rollout holds until it does (kubectl fledge diagnose "+p.name()+")")
+		return true
+	}
+	return false
 }
 
-// waitReady waits for the canary pods, up to health.readyTimeout.
-func (p *planner) waitReady(want int32) {
-	timeout := p.s.Policy.Health.ReadyTimeout.Duration
-	waited := p.o.Now.Sub(p.s.StepStartedAt.Time)
-	if waited >= timeout {
-		var ready int32
-		if p.o.Canary != nil {
-			ready = p.o.Canary.Status.ReadyReplicas
+// stall holds the step with msg, pausing the hold clock, and emits the
+// Event (when reason is set) only when the message changes: a stall is a
+// transition, not something to say at every look.
+func (p *planner) stall(requeue time.Duration, typ, reason, msg string) {
+	if p.s.HoldingSince != nil && p.s.StalledSince == nil {
+		p.s.StalledSince = p.now()
+	}
+	if p.s.Message != msg {
+		p.s.Message = msg
+		if reason != "" {
+			p.event(typ, reason, "%s", msg)
 		}
-		p.fail(*p.reason("ready-timeout", ptr.To(float64(ready)), ptr.To(float64(want)),
-			"%d of %d canary pods Ready after %s (readyTimeout)", ready, want, timeout))
-		p.rollBack()
+	}
+	p.requeue(requeue)
+}
+
+// unstall restarts the hold clock after a stall: the time stalled is added
+// to HoldingSince, so it does not count toward the hold.
+func (p *planner) unstall() {
+	if p.s.StalledSince == nil {
 		return
 	}
-	p.requeue(min(pollWaiting, timeout-waited))
+	if p.s.HoldingSince != nil {
+		p.s.HoldingSince = ptr.To(metav1.NewMicroTime(p.s.HoldingSince.Add(p.o.Now.Sub(p.s.StalledSince.Time))))
+	}
+	p.s.StalledSince = nil
+}
+
+// readyPods counts the canary pods that serve the current step: the canary
+// runs want pods of this attempt's template, and this many of them are
+// Running and Ready. Readiness is read from the pods, not from the canary
+// Deployment's status, which lags its every spec or annotation change.
+func (p *planner) readyPods(want int32) int32 {
+	c := p.o.Canary
+	if c == nil || ptr.Deref(c.Spec.Replicas, 0) != want {
+		return 0
+	}
+	if rollout.TemplateHash(&c.Spec.Template) != rollout.TemplateHash(rollout.CanaryTemplate(p.o.Deployment, p.s.Attempt)) {
+		return 0
+	}
+	var ready int32
+	for _, pod := range p.attemptPods() {
+		if podReady(&pod) {
+			ready++
+		}
+	}
+	if int32(servingPods(p.o.CanaryPods)) > want {
+		// Pods of an earlier template or attempt still serve.
+		return min(ready, want-1)
+	}
+	return ready
+}
+
+func podReady(pod *corev1.Pod) bool {
+	if pod.Status.Phase != corev1.PodRunning {
+		return false
+	}
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 func (p *planner) startHolding(canary, stable int32) {
-	now := metav1.NewMicroTime(p.o.Now)
-	p.s.HoldingSince = &now
+	p.s.HoldingSince = p.now()
 	p.s.History = append(p.s.History, rollout.StepRecord{
 		Step: p.s.Step, Weight: p.weight(), Effective: EffectiveWeight(canary, stable),
-		Canary: canary, Stable: stable, Started: *p.s.StepStartedAt, Ready: &now,
+		Canary: canary, Stable: stable, Started: *p.s.StepStartedAt, Ready: p.s.HoldingSince,
 	})
+}
+
+// recordCounts keeps the step's history at the pod counts it has now: a
+// scale during the step changes them.
+func (p *planner) recordCounts(canary, stable int32) {
+	n := len(p.s.History)
+	if n == 0 || p.s.History[n-1].Step != p.s.Step {
+		return
+	}
+	r := &p.s.History[n-1]
+	if r.Canary != canary || r.Stable != stable {
+		r.Canary, r.Stable, r.Effective = canary, stable, EffectiveWeight(canary, stable)
+	}
+}
+
+// pausedMessage says what a paused step waits for: an approval once a
+// step with approval: manual has held, else the person who paused it.
+func (p *planner) pausedMessage() string {
+	step := p.s.Policy.Steps[p.s.Step]
+	if step.Approval == policy.ApprovalManual && p.s.HoldingSince != nil && p.o.Now.Sub(p.s.HoldingSince.Time) >= step.Hold.Duration {
+		return "waiting for approval: kubectl fledge promote " + p.name()
+	}
+	return "paused by user: kubectl fledge resume " + p.name()
+}
+
+// holdMessage says what a judged step waits for.
+func (p *planner) holdMessage() string {
 	hold := p.s.Policy.Steps[p.s.Step].Hold.Duration
-	p.s.Message = fmt.Sprintf("canary pods Ready; holding %s", hold)
+	switch {
+	case p.s.Policy.Analysis == nil:
+		return fmt.Sprintf("canary pods Ready; holding %s", hold)
+	case p.s.PassedSince != nil:
+		return fmt.Sprintf("checks pass; holding %s", hold)
+	default:
+		return fmt.Sprintf("canary pods Ready; holding %s once the checks pass", hold)
+	}
 }
 
 // analyse folds this reconcile's evaluation of the Prometheus checks into
-// the state. It returns false when the rollout fails.
+// the evidence, and into the state when the verdict changes. It returns
+// false when the rollout fails.
 func (p *planner) analyse() bool {
 	a := p.s.Policy.Analysis
 	if a == nil {
 		return true
 	}
+	ev := p.o.Evidence
 	if e := p.o.Evaluation; e != nil {
-		verdict, counters := policy.Judge(*e, p.s.Analysis, a)
-		at := metav1.NewMicroTime(e.At)
-		p.s.Analysis = counters
-		p.s.LastAnalysis = &at
-		p.s.Checks = e.Results
+		verdict, counters := policy.Judge(*e, ev.Counters, a)
+		ev = rollout.Evidence{Attempt: p.s.Attempt, Step: p.s.Step, At: metav1.NewMicroTime(e.At), Counters: counters, Checks: e.Results, Verdict: verdict.Reason}
+		p.plan.Evidence = &ev
 		switch verdict.Result {
 		case policy.Fail:
 			r := p.reason("analysis", nil, nil, "%s", verdict.Reason)
@@ -402,33 +544,32 @@ func (p *planner) analyse() bool {
 			return false
 		case policy.Pass:
 			if p.s.PassedSince == nil {
-				p.s.PassedSince = &at
+				p.s.PassedSince = &ev.At
 			}
-			p.s.Message = fmt.Sprintf("checks pass; holding %s", p.s.Policy.Steps[p.s.Step].Hold.Duration)
 		default:
 			p.s.PassedSince = nil
-			p.s.Message = "waiting for conclusive checks: " + verdict.Reason
 		}
 	}
 	next := a.Interval.Duration
-	if p.s.LastAnalysis != nil {
-		next = p.s.LastAnalysis.Add(a.Interval.Duration).Sub(p.o.Now)
+	if !ev.At.IsZero() {
+		next = ev.At.Add(a.Interval.Duration).Sub(p.o.Now)
 	}
 	p.requeue(next)
 	return true
 }
 
 // AnalysisDue reports whether the Prometheus checks of a rollout should be
-// evaluated now: the step's canary pods are Ready and an interval has passed
-// since the last evaluation.
-func AnalysisDue(s *rollout.State, now time.Time) bool {
-	if s == nil || s.Policy.Analysis == nil || s.HoldingSince == nil {
+// evaluated now: the step is holding (its canary pods Ready and in the
+// traffic path) and an interval has passed since the last evaluation of
+// this attempt's step.
+func AnalysisDue(s *rollout.State, ev rollout.Evidence, now time.Time) bool {
+	if s == nil || s.Policy.Analysis == nil || s.HoldingSince == nil || s.StalledSince != nil {
 		return false
 	}
-	if s.Phase != rollout.Progressing && s.Phase != rollout.Paused {
+	if !s.Phase.Live() {
 		return false
 	}
-	return s.LastAnalysis == nil || !now.Before(s.LastAnalysis.Add(s.Policy.Analysis.Interval.Duration))
+	return ev.At.IsZero() || !now.Before(ev.At.Add(s.Policy.Analysis.Interval.Duration))
 }
 
 // hold keeps the step until its hold has passed with passing evidence, then
@@ -461,8 +602,7 @@ func (p *planner) hold() {
 // endStep closes the current step's history record.
 func (p *planner) endStep() {
 	if n := len(p.s.History); n > 0 && p.s.History[n-1].Step == p.s.Step && p.s.History[n-1].Ended == nil {
-		now := metav1.NewMicroTime(p.o.Now)
-		p.s.History[n-1].Ended = &now
+		p.s.History[n-1].Ended = p.now()
 	}
 }
 
@@ -485,6 +625,8 @@ func (p *planner) advance() {
 // brings it to the new template while the canary pods keep serving.
 func (p *planner) startPromotion() {
 	p.s.Phase = rollout.Promoting
+	p.s.StalledSince = nil
+	p.s.NotReadySince = nil
 	p.s.Message = "the Deployment rolls to the new version; canary pods serve until it is done"
 	p.event(corev1.EventTypeNormal, "Promoting", "promoting %s: the Deployment rolls to the new version while the canary serves", p.name())
 }
@@ -519,49 +661,58 @@ func rolledOut(d *appsv1.Deployment, replicas *int32) bool {
 
 // fail starts a rollback for reason.
 func (p *planner) fail(reason rollout.Reason) {
-	now := metav1.NewMicroTime(p.o.Now)
 	p.s.Phase = rollout.RollingBack
 	p.s.Reason = &reason
-	p.s.FailedAt = &now
+	p.s.FailedAt = p.now()
 	p.endStep()
 	p.event(corev1.EventTypeWarning, "RollingBack", "rolling back %s: %s at step %d (%d%%)", p.name(), reason.Message, reason.Step+1, reason.Weight)
 }
 
-// rollBack cuts the canary first, then restores the stable template and
-// unpauses, then removes the canary.
+// rollBack cuts the canary first; once it has no pod left, the rollout
+// ends and the Deployment holds the failed revision: it stays paused on
+// the template that was applied, its stable ReplicaSet serving every user
+// (ARCHITECTURE.md, "Rollback"). Only an abort by reverting the template
+// unpauses: the template is the stable one again, and nothing rolls.
 func (p *planner) rollBack() {
 	if p.s.FailedAt == nil {
-		now := metav1.NewMicroTime(p.o.Now)
-		p.s.FailedAt = &now
+		p.s.FailedAt = p.now()
 	}
 	if p.s.Reason == nil {
 		p.s.Reason = &rollout.Reason{Check: "user", Step: p.s.Step, Weight: p.weight(), Message: "aborted by user"}
 	}
+	if p.s.Replicas > 0 && p.s.Policy.Capacity == policy.CapacityShift {
+		// Stable back to the user's count in the same reconcile that cuts
+		// the canary: its ReplicaSet scales up while the canary goes.
+		p.plan.StableReplicas = ptr.To(p.s.Replicas)
+	}
+	p.plan.Cutting = true
 	if !p.cutCanary() {
 		return
 	}
 	p.plan.CanaryGone = true
-	if p.o.StableTemplate == nil {
-		p.s.Message = `the stable ReplicaSet is gone: set the Deployment's template back by hand, with the annotation fledge.dev/skip: "true" (fledge then hands it back)`
-		p.event(corev1.EventTypeWarning, "RollbackBlocked", "cannot restore %s: no ReplicaSet of the stable revision %s remains", p.name(), p.s.StableRevision)
-		p.requeue(time.Minute)
-		return
-	}
-	p.plan.Template = p.o.StableTemplate
-	p.releaseStable()
+	p.plan.CanaryReplicas = nil
+	reverted := rollout.TemplateHash(&p.o.Deployment.Spec.Template) == p.s.StableRevision
+	p.plan.Paused = !reverted
 	outcome := rollout.RolledBack
 	if p.s.Phase == rollout.Aborted {
 		outcome = rollout.Aborted
 	}
 	p.finish(outcome)
 	r := p.s.Reason
-	p.event(corev1.EventTypeWarning, string(outcome), "%s %s: %s at step %d (%d%%); the stable version serves all %d pods",
-		map[rollout.Phase]string{rollout.RolledBack: "rolled back", rollout.Aborted: "aborted"}[outcome], p.name(), r.Message, r.Step+1, r.Weight, p.stableReplicas())
+	verb := map[rollout.Phase]string{rollout.RolledBack: "rolled back", rollout.Aborted: "aborted"}[outcome]
+	if reverted {
+		p.event(corev1.EventTypeNormal, string(outcome), "%s %s: %s at step %d (%d%%); the template is the stable version again and %s is unpaused",
+			verb, p.name(), r.Message, r.Step+1, r.Weight, p.name())
+		return
+	}
+	p.event(corev1.EventTypeWarning, string(outcome), "%s %s: %s at step %d (%d%%); the stable version serves all %d pods and %s holds the failed revision %s, paused: "+
+		"apply the stable manifest or kubectl fledge undo %s to go back, kubectl fledge retry %s to try it again",
+		verb, p.name(), r.Message, r.Step+1, r.Weight, p.stableReplicas(), p.name(), p.s.CanaryRevision, p.name(), p.name())
 }
 
 // cutCanary scales the canary to zero and reports whether it has no pod
-// left that could take traffic. Until it has none, nothing else is written:
-// traffic is cut first.
+// left that could take traffic. Until it has none, the rollout does not
+// end: traffic is cut first.
 func (p *planner) cutCanary() bool {
 	p.plan.CanaryReplicas = ptr.To[int32](0)
 	if c := p.o.Canary; c != nil && (ptr.Deref(c.Spec.Replicas, 0) != 0 || c.Status.Replicas != 0 || servingPods(p.o.CanaryPods) > 0) {
@@ -570,16 +721,6 @@ func (p *planner) cutCanary() bool {
 		return false
 	}
 	return true
-}
-
-// releaseStable unpauses the Deployment, at the user's replica count, and
-// lets the canary go.
-func (p *planner) releaseStable() {
-	p.plan.Paused = false
-	p.plan.CanaryReplicas = nil
-	if p.s.Replicas > 0 && p.s.Policy.Capacity == policy.CapacityShift {
-		p.plan.StableReplicas = ptr.To(p.s.Replicas)
-	}
 }
 
 // servingPods counts the pods that may still take traffic: not Failed or
@@ -606,10 +747,16 @@ func (p *planner) handBack() {
 		p.event(corev1.EventTypeWarning, "HandedBack", "%s: %s", p.name(), p.s.Reason.Message)
 	}
 	p.s.Phase = rollout.Aborted
+	if p.s.Replicas > 0 && p.s.Policy.Capacity == policy.CapacityShift {
+		p.plan.StableReplicas = ptr.To(p.s.Replicas)
+	}
+	p.plan.Cutting = true
 	if !p.cutCanary() {
 		return
 	}
-	p.releaseStable()
+	p.plan.CanaryGone = true
+	p.plan.Paused = false
+	p.plan.CanaryReplicas = nil
 	p.finish(rollout.Aborted)
 }
 
@@ -619,6 +766,7 @@ func (p *planner) finish(phase rollout.Phase) {
 	p.plan.State = nil
 	p.plan.Outcome = &rollout.Outcome{
 		Phase:          phase,
+		Attempt:        p.s.Attempt,
 		StableRevision: p.s.StableRevision,
 		CanaryRevision: p.s.CanaryRevision,
 		Reason:         p.s.Reason,
@@ -627,10 +775,4 @@ func (p *planner) finish(phase rollout.Phase) {
 		History:        p.s.History,
 	}
 	p.plan.RequeueAfter = 0
-}
-
-// canaryTemplateHash is the hash of the template the canary must run: the
-// stable Deployment's (new) template.
-func canaryTemplateHash(d *appsv1.Deployment) string {
-	return rollout.TemplateHash(CanaryTemplate(d))
 }

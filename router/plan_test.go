@@ -1,6 +1,7 @@
 package router
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/ptr"
 
 	"github.com/fledge-dev/fledge/policy"
@@ -40,9 +42,41 @@ func web(replicas int32) *appsv1.Deployment {
 // canary is web's canary with replicas pods, ready of them Ready.
 func canary(d *appsv1.Deployment, replicas, ready int32) *appsv1.Deployment {
 	c := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web-canary", Namespace: "team-a", UID: "uid-canary", Generation: 1}}
-	setCanarySpec(c, d, replicas)
+	rollout.SetCanarySpec(c, d, 1, replicas)
 	c.Status = appsv1.DeploymentStatus{ObservedGeneration: 1, Replicas: replicas, UpdatedReplicas: replicas, ReadyReplicas: ready}
 	return c
+}
+
+// canaryPods are n pods of attempt, ready of them Running and Ready.
+func canaryPods(attempt string, n, ready int) []corev1.Pod {
+	pods := make([]corev1.Pod, n)
+	for i := range pods {
+		pods[i] = corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("web-canary-abc-%d", i), Labels: map[string]string{rollout.LabelTrack: rollout.TrackCanary, rollout.LabelAttempt: attempt}},
+			Status:     corev1.PodStatus{Phase: corev1.PodPending},
+		}
+		if i < ready {
+			pods[i].Status = corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+		}
+	}
+	return pods
+}
+
+// withPods fills in what a test leaves out: the canary's pods as its
+// status counts them, of the current attempt, and the stable pods' labels.
+func withPods(o Observed) Observed {
+	if o.CanaryPods == nil && o.Canary != nil {
+		o.CanaryPods = canaryPods("1", int(o.Canary.Status.Replicas), int(o.Canary.Status.ReadyReplicas))
+	}
+	if o.StableLabels == nil && !o.StableGone {
+		o.StableLabels = labels.Set{"app": "web"}
+	}
+	return o
+}
+
+// service selects selector.
+func service(name string, selector map[string]string) corev1.Service {
+	return corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "team-a"}, Spec: corev1.ServiceSpec{Selector: selector}}
 }
 
 func stableTemplate() *corev1.PodTemplateSpec {
@@ -54,7 +88,7 @@ func stableTemplate() *corev1.PodTemplateSpec {
 // state is a rollout of web at step with the default policy.
 func state(phase rollout.Phase, step int32) *rollout.State {
 	return &rollout.State{
-		Phase: phase, Step: step,
+		Phase: phase, Step: step, Attempt: 1,
 		StableRevision: rollout.TemplateHash(stableTemplate()),
 		CanaryRevision: rollout.TemplateHash(&web(4).Spec.Template),
 		Policy:         *policy.Default(),
@@ -111,7 +145,7 @@ func TestPlan(t *testing.T) {
 			},
 		},
 		{
-			name: "canary pods not yet Ready: wait",
+			name: "canary pods not yet Ready: wait, and the readyTimeout starts",
 			o: Observed{Deployment: d, State: func() *rollout.State {
 				s := state(rollout.Progressing, 0)
 				s.StepStartedAt = ago(time.Minute)
@@ -120,6 +154,7 @@ func TestPlan(t *testing.T) {
 			check: func(t *testing.T, p Plan) {
 				assert.Equal(t, rollout.Progressing, p.State.Phase)
 				assert.Nil(t, p.State.HoldingSince)
+				assert.Equal(t, ago(0), p.State.NotReadySince)
 				assert.Empty(t, p.Events)
 				assert.Equal(t, 2*time.Second, p.RequeueAfter)
 			},
@@ -129,6 +164,7 @@ func TestPlan(t *testing.T) {
 			o: Observed{Deployment: d, State: func() *rollout.State {
 				s := state(rollout.Progressing, 0)
 				s.StepStartedAt = ago(5 * time.Minute)
+				s.NotReadySince = ago(5 * time.Minute)
 				return s
 			}(), Canary: canary(d, 1, 0)},
 			check: func(t *testing.T, p Plan) {
@@ -136,7 +172,6 @@ func TestPlan(t *testing.T) {
 				assert.Equal(t, rollout.RollingBack, p.State.Phase)
 				assert.Equal(t, &rollout.Reason{Check: "ready-timeout", Value: ptr.To(0.0), Bound: ptr.To(1.0), Step: 0, Weight: 5, Message: "0 of 1 canary pods Ready after 5m0s (readyTimeout)"}, p.State.Reason)
 				assert.Equal(t, ptr.To[int32](0), p.CanaryReplicas)
-				assert.Nil(t, p.Template, "the template waits until the canary has no pods")
 				assert.True(t, p.Paused)
 				assert.Equal(t, []string{"Warning RollingBack: rolling back web: 0 of 1 canary pods Ready after 5m0s (readyTimeout) at step 1 (5%)"}, events(p))
 			},
@@ -209,7 +244,7 @@ func TestPlan(t *testing.T) {
 		{
 			name: "a failed canary pod rolls back at once",
 			o: Observed{Deployment: d, State: holding(state(rollout.Progressing, 1), 10*time.Second), Canary: canary(d, 1, 0),
-				CanaryPods: []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Name: "web-canary-abc-x1"}, Status: corev1.PodStatus{Phase: corev1.PodFailed, Reason: "containerFailed"}}}},
+				CanaryPods: []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Name: "web-canary-abc-x1", Labels: map[string]string{rollout.LabelAttempt: "1"}}, Status: corev1.PodStatus{Phase: corev1.PodFailed, Reason: "containerFailed"}}}},
 			check: func(t *testing.T, p Plan) {
 				assert.Equal(t, rollout.RollingBack, p.State.Phase)
 				assert.Equal(t, "canary pod web-canary-abc-x1 failed (containerFailed)", p.State.Reason.Message)
@@ -221,7 +256,7 @@ func TestPlan(t *testing.T) {
 		{
 			name: "restarts beyond maxRestarts roll back",
 			o: Observed{Deployment: d, State: holding(state(rollout.Progressing, 0), 10*time.Second), Canary: canary(d, 1, 1),
-				CanaryPods: []corev1.Pod{{Status: corev1.PodStatus{Phase: corev1.PodRunning, ContainerStatuses: []corev1.ContainerStatus{{RestartCount: 1}}}}}},
+				CanaryPods: []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{rollout.LabelAttempt: "1"}}, Status: corev1.PodStatus{Phase: corev1.PodRunning, ContainerStatuses: []corev1.ContainerStatus{{RestartCount: 1}}}}}},
 			check: func(t *testing.T, p Plan) {
 				assert.Equal(t, rollout.RollingBack, p.State.Phase)
 				assert.Equal(t, &rollout.Reason{Check: "restarts", Value: ptr.To(1.0), Bound: ptr.To(0.0), Step: 0, Weight: 5, Message: "canary containers restarted 1 times > 0"}, p.State.Reason)
@@ -234,39 +269,45 @@ func TestPlan(t *testing.T) {
 				s.Reason = &rollout.Reason{Check: "error-rate", Step: 1, Weight: 25, Message: "error-rate 0.2 > 0.01"}
 				s.FailedAt = ago(time.Second)
 				return s
-			}(), Canary: canary(d, 0, 0), CanaryPods: []corev1.Pod{{}}, StableTemplate: stableTemplate()},
+			}(), Canary: canary(d, 0, 0), CanaryPods: []corev1.Pod{{}}},
 			check: func(t *testing.T, p Plan) {
 				assert.Equal(t, rollout.RollingBack, p.State.Phase)
 				assert.Equal(t, ptr.To[int32](0), p.CanaryReplicas)
-				assert.Nil(t, p.Template)
 				assert.True(t, p.Paused)
+				assert.True(t, p.Cutting)
 				assert.False(t, p.CanaryGone)
 			},
 		},
 		{
-			name: "rollback restores the stable template and unpauses once the canary is gone",
+			name: "once the canary is gone, the Deployment holds the failed revision, paused",
 			o: Observed{Deployment: d, State: func() *rollout.State {
 				s := state(rollout.RollingBack, 1)
 				s.Reason = &rollout.Reason{Check: "error-rate", Value: ptr.To(0.2), Bound: ptr.To(0.01), Step: 1, Weight: 25, Message: "error-rate 0.2 > 0.01"}
 				s.FailedAt = ago(time.Second)
 				return s
-			}(), Canary: canary(d, 0, 0), StableTemplate: stableTemplate(),
+			}(), Canary: canary(d, 0, 0),
 				CanaryPods: []corev1.Pod{{Status: corev1.PodStatus{Phase: corev1.PodFailed}}}},
 			check: func(t *testing.T, p Plan) {
 				assert.Nil(t, p.State, "a failed pod serves nothing: it does not hold the rollback")
-				assert.Equal(t, stableTemplate(), p.Template)
-				assert.False(t, p.Paused)
+				assert.True(t, p.Paused, "the applied template stays; the stable ReplicaSet serves")
 				assert.Nil(t, p.CanaryReplicas)
 				assert.True(t, p.CanaryGone)
 				require.NotNil(t, p.Outcome)
 				assert.Equal(t, rollout.RolledBack, p.Outcome.Phase)
 				assert.Equal(t, "error-rate", p.Outcome.Reason.Check)
-				assert.Equal(t, []string{"Warning RolledBack: rolled back web: error-rate 0.2 > 0.01 at step 2 (25%); the stable version serves all 4 pods"}, events(p))
+				assert.Equal(t, int32(1), p.Outcome.Attempt)
+				assert.True(t, rollout.Holds(d, p.Outcome))
+				assert.Equal(t, []string{"Warning RolledBack: rolled back web: error-rate 0.2 > 0.01 at step 2 (25%); the stable version serves all 4 pods and web holds the failed revision " +
+					p.Outcome.CanaryRevision + ", paused: apply the stable manifest or kubectl fledge undo web to go back, kubectl fledge retry web to try it again"}, events(p))
 			},
 		},
 		{
-			name: "a template reverted by the user ends as Aborted",
-			o:    Observed{Deployment: d, State: state(rollout.Aborted, 0), StableTemplate: stableTemplate()},
+			name: "a template reverted by the user ends as Aborted, unpaused on the stable template",
+			o: Observed{Deployment: func() *appsv1.Deployment {
+				d := web(4)
+				d.Spec.Template = *stableTemplate()
+				return d
+			}(), State: state(rollout.Aborted, 0)},
 			check: func(t *testing.T, p Plan) {
 				require.NotNil(t, p.Outcome)
 				assert.Equal(t, rollout.Aborted, p.Outcome.Phase)
@@ -275,12 +316,13 @@ func TestPlan(t *testing.T) {
 			},
 		},
 		{
-			name: "the stable ReplicaSet gone: the rollback says what to do instead of guessing",
+			name: "kubectl fledge abort ends as Aborted and holds the revision, paused",
 			o:    Observed{Deployment: d, State: state(rollout.Aborted, 0)},
 			check: func(t *testing.T, p Plan) {
-				assert.Nil(t, p.Outcome)
-				assert.True(t, p.Paused, "never unpause onto the new version")
-				assert.Equal(t, []string{"Warning RollbackBlocked: cannot restore web: no ReplicaSet of the stable revision " + state(rollout.Aborted, 0).StableRevision + " remains"}, events(p))
+				require.NotNil(t, p.Outcome)
+				assert.Equal(t, rollout.Aborted, p.Outcome.Phase)
+				assert.True(t, p.Paused)
+				assert.True(t, rollout.Holds(d, p.Outcome))
 			},
 		},
 		{
@@ -307,11 +349,10 @@ func TestPlan(t *testing.T) {
 				s := state(rollout.Aborted, 1)
 				s.Reason = &rollout.Reason{Check: "skip", Step: 1, Weight: 25, Message: "fledge.dev/skip set during the rollout: the Deployment rolls out natively"}
 				return s
-			}(), Canary: canary(d, 0, 0), StableTemplate: stableTemplate()},
+			}(), Canary: canary(d, 0, 0)},
 			check: func(t *testing.T, p Plan) {
 				assert.Nil(t, p.State)
 				assert.False(t, p.Paused)
-				assert.Nil(t, p.Template, "the template stays the user's")
 				assert.Nil(t, p.CanaryReplicas)
 				require.NotNil(t, p.Outcome)
 				assert.Equal(t, rollout.Aborted, p.Outcome.Phase)
@@ -380,16 +421,13 @@ func TestPlan(t *testing.T) {
 			check: func(t *testing.T, p Plan) {
 				assert.True(t, p.ClearCommand)
 				assert.Equal(t, rollout.Progressing, p.State.Phase)
-				assert.Equal(t, []string{`Warning CommandIgnored: unknown command "rollback"; use promote, promote-full, abort, pause or resume`}, events(p))
+				assert.Equal(t, []string{`Warning CommandIgnored: unknown command "rollback"; use promote, promote-full, abort, pause, resume or retry`}, events(p))
 			},
 		},
 		{
 			name: "a failing check beyond failureLimit rolls back with the check's numbers",
-			o: Observed{Deployment: d, State: func() *rollout.State {
-				s := holding(withAnalysis(state(rollout.Progressing, 1)), 20*time.Second)
-				s.Analysis.Failures = 1
-				return s
-			}(), Canary: canary(d, 1, 1), Evaluation: &policy.Evaluation{At: now, Results: []policy.CheckResult{result("error-rate", policy.Fail, 0.2)}}},
+			o: Observed{Deployment: d, State: holding(withAnalysis(state(rollout.Progressing, 1)), 20*time.Second),
+				Evidence: rollout.Evidence{Attempt: 1, Step: 1, Counters: policy.Counters{Failures: 1}}, Canary: canary(d, 1, 1), Evaluation: &policy.Evaluation{At: now, Results: []policy.CheckResult{result("error-rate", policy.Fail, 0.2)}}},
 			check: func(t *testing.T, p Plan) {
 				assert.Equal(t, rollout.RollingBack, p.State.Phase)
 				assert.Equal(t, &rollout.Reason{Check: "error-rate", Value: ptr.To(0.2), Bound: ptr.To(0.01), Step: 1, Weight: 25, Message: "error-rate 0.2 > 0.01"}, p.State.Reason)
@@ -402,7 +440,11 @@ func TestPlan(t *testing.T) {
 				Evaluation: &policy.Evaluation{At: now, Results: []policy.CheckResult{{Check: "error-rate", Result: policy.Inconclusive, Reason: "no data for error-rate"}}}},
 			check: func(t *testing.T, p Plan) {
 				assert.Equal(t, int32(0), p.State.Step, "held 2m of 1m, but without passing evidence")
-				assert.Equal(t, policy.Counters{NoData: 1}, p.State.Analysis)
+				require.NotNil(t, p.Evidence)
+				assert.Equal(t, rollout.Evidence{Attempt: 1, Step: 0, At: metav1.NewMicroTime(now), Counters: policy.Counters{NoData: 1},
+					Checks:  []policy.CheckResult{{Check: "error-rate", Result: policy.Inconclusive, Reason: "no data for error-rate"}},
+					Verdict: "no data for error-rate (no data 1 of 2 tolerated)"}, *p.Evidence, "the figures go to the canary")
+				assert.Equal(t, "canary pods Ready; holding 1m0s once the checks pass", p.State.Message)
 				assert.Equal(t, 10*time.Second, p.RequeueAfter)
 			},
 		},
@@ -492,7 +534,7 @@ func TestPlan(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			o := tt.o
+			o := withPods(tt.o)
 			o.Now = now
 			before, err := o.State.Encode()
 			require.NoError(t, err)
@@ -506,12 +548,211 @@ func TestPlan(t *testing.T) {
 
 func TestAnalysisDue(t *testing.T) {
 	s := holding(withAnalysis(state(rollout.Progressing, 0)), 30*time.Second)
-	assert.True(t, AnalysisDue(s, now), "never evaluated")
-	s.LastAnalysis = ago(5 * time.Second)
-	assert.False(t, AnalysisDue(s, now), "5s of a 10s interval")
-	s.LastAnalysis = ago(10 * time.Second)
-	assert.True(t, AnalysisDue(s, now))
+	ev := rollout.Evidence{Attempt: 1}
+	assert.True(t, AnalysisDue(s, ev, now), "never evaluated")
+	ev.At = *ago(5 * time.Second)
+	assert.False(t, AnalysisDue(s, ev, now), "5s of a 10s interval")
+	ev.At = *ago(10 * time.Second)
+	assert.True(t, AnalysisDue(s, ev, now))
+	s.StalledSince = ago(time.Second)
+	assert.False(t, AnalysisDue(s, ev, now), "a stalled step is not judged")
+	s.StalledSince = nil
 	s.HoldingSince = nil
-	assert.False(t, AnalysisDue(s, now), "canary pods not Ready yet")
-	assert.False(t, AnalysisDue(state(rollout.Progressing, 0), now), "no analysis in the policy")
+	assert.False(t, AnalysisDue(s, ev, now), "canary pods not Ready yet")
+	assert.False(t, AnalysisDue(state(rollout.Progressing, 0), ev, now), "no analysis in the policy")
+}
+
+// TestPlanJudgesOnlyWhatServes covers what clusters do to a Deployment
+// mid-step (OPERATIONS.md): a step is judged only while its canary really
+// serves, and no routine change rolls back a healthy release.
+func TestPlanJudgesOnlyWhatServes(t *testing.T) {
+	d := web(4)
+	versioned := func(version string) *appsv1.Deployment {
+		d := web(4)
+		d.Spec.Template.Labels = map[string]string{"app": "web", "version": version}
+		return d
+	}
+	tests := []struct {
+		name  string
+		o     Observed
+		check func(t *testing.T, p Plan)
+	}{
+		{
+			name: "a scale long after the step began starts a fresh readyTimeout, never a rollback",
+			o: Observed{Deployment: web(20), State: func() *rollout.State {
+				s := holding(state(rollout.Progressing, 1), 40*time.Second)
+				s.StepStartedAt = ago(10 * time.Minute) // readyTimeout is 5m
+				return s
+			}(), Canary: canary(web(4), 1, 1)},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, rollout.Progressing, p.State.Phase)
+				assert.Equal(t, ptr.To[int32](7), p.CanaryReplicas, "7 of 27 pods: nearest 25%")
+				assert.Equal(t, ago(0), p.State.NotReadySince)
+				assert.Equal(t, ago(0), p.State.StalledSince, "the hold clock stops")
+				assert.Equal(t, "waiting for 7 canary pods to be Ready", p.State.Message)
+				assert.Empty(t, p.Events)
+			},
+		},
+		{
+			name: "readiness lost readyTimeout ago rolls back, counted from the loss",
+			o: Observed{Deployment: d, State: func() *rollout.State {
+				s := holding(state(rollout.Progressing, 1), 6*time.Minute)
+				s.NotReadySince = ago(5 * time.Minute)
+				s.StalledSince = ago(5 * time.Minute)
+				return s
+			}(), Canary: canary(d, 1, 0)},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, rollout.RollingBack, p.State.Phase)
+				assert.Equal(t, "ready-timeout", p.State.Reason.Check)
+			},
+		},
+		{
+			name: "time stalled does not count toward the hold",
+			o: Observed{Deployment: d, State: func() *rollout.State {
+				s := holding(state(rollout.Progressing, 0), 70*time.Second)
+				s.StalledSince = ago(30 * time.Second)
+				return s
+			}(), Canary: canary(d, 1, 1)},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, int32(0), p.State.Step, "held 40s of 1m")
+				assert.Equal(t, ago(40*time.Second), p.State.HoldingSince)
+				assert.Nil(t, p.State.StalledSince)
+				assert.Equal(t, 20*time.Second, p.RequeueAfter)
+			},
+		},
+		{
+			name: "scaled to 0: the step holds and never passes",
+			o:    Observed{Deployment: web(0), State: holding(state(rollout.Progressing, 1), 2*time.Minute), Canary: canary(d, 0, 0)},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, int32(1), p.State.Step)
+				assert.Equal(t, rollout.Progressing, p.State.Phase)
+				assert.Equal(t, ptr.To[int32](0), p.CanaryReplicas)
+				assert.Equal(t, ago(0), p.State.StalledSince)
+				assert.Equal(t, []string{"Warning NoPods: web is scaled to 0: no canary pods to judge; the rollout holds until it has replicas again"}, events(p))
+			},
+		},
+		{
+			name: "a stall already reported is not reported again",
+			o: Observed{Deployment: web(0), State: func() *rollout.State {
+				s := holding(state(rollout.Progressing, 1), 2*time.Minute)
+				s.StalledSince = ago(time.Minute)
+				s.Message = "web is scaled to 0: no canary pods to judge; the rollout holds until it has replicas again"
+				return s
+			}(), Canary: canary(d, 0, 0)},
+			check: func(t *testing.T, p Plan) {
+				assert.Empty(t, p.Events)
+				assert.Equal(t, ago(time.Minute), p.State.StalledSince)
+			},
+		},
+		{
+			name: "the stable ReplicaSet gone: the step holds with a Warning that says what to do",
+			o:    Observed{Deployment: d, StableGone: true, State: holding(state(rollout.Progressing, 2), 2*time.Minute), Canary: canary(d, 4, 4)},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, rollout.Progressing, p.State.Phase, "never promotes")
+				assert.True(t, p.Paused)
+				rev := state(rollout.Progressing, 2).StableRevision
+				assert.Equal(t, []string{"Warning StableReplicaSetGone: the stable ReplicaSet of web (revision " + rev + ") is gone, so the canary cannot be judged against it and the Deployment controller may run an older revision: the rollout holds; " +
+					"to go back, kubectl fledge abort web and apply the stable manifest; to release the new version anyway, kubectl fledge promote --full web"}, events(p))
+			},
+		},
+		{
+			name: "a Service that selects only the stable version holds the step",
+			o: Observed{Deployment: versioned("v2"), StableLabels: labels.Set{"app": "web", "version": "v1"},
+				Services: []corev1.Service{service("web", map[string]string{"app": "web", "version": "v1"})},
+				State:    holding(state(rollout.Progressing, 2), 2*time.Minute), Canary: canary(versioned("v2"), 4, 4)},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, rollout.Progressing, p.State.Phase, "promoting would leave Service web without endpoints")
+				assert.Equal(t, ago(0), p.State.StalledSince)
+				assert.Equal(t, []string{"Warning ServiceMissesCanary: Service web selects version=v1 (canary pods: version=v2): it sends the canary no traffic and would have no endpoints after the promotion; " +
+					"remove version from its selector so that it selects both versions; the rollout holds until it does (kubectl fledge diagnose web)"}, events(p))
+			},
+		},
+		{
+			name: "Services that select both versions, or only the canary, let the step pass",
+			o: Observed{Deployment: d, Services: []corev1.Service{
+				service("web", map[string]string{"app": "web"}), service("web-admin", map[string]string{"app": "web"}),
+				service("web-canary-only", map[string]string{rollout.LabelTrack: rollout.TrackCanary}),
+			}, State: holding(state(rollout.Progressing, 0), time.Minute), Canary: canary(d, 1, 1)},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, int32(1), p.State.Step)
+			},
+		},
+		{
+			name: "a hand-deleted canary is re-created, with an Event",
+			o:    Observed{Deployment: d, State: holding(state(rollout.Progressing, 1), 30*time.Second)},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, ptr.To[int32](1), p.CanaryReplicas)
+				assert.Equal(t, ago(0), p.State.StalledSince)
+				assert.Equal(t, []string{"Warning CanaryRecreated: canary web-canary was deleted; re-creating it with 1 pods: the time without it does not count toward the hold"}, events(p))
+			},
+		},
+		{
+			name: "pods of an earlier attempt are neither failures nor readiness of this one",
+			o: Observed{Deployment: d, State: state(rollout.Progressing, 0), Canary: canary(d, 1, 1), CanaryPods: append(canaryPods("1", 1, 1),
+				corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web-canary-old-1", Labels: map[string]string{rollout.LabelAttempt: "0"}}, Status: corev1.PodStatus{Phase: corev1.PodFailed}})},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, rollout.Progressing, p.State.Phase)
+				assert.NotNil(t, p.State.HoldingSince)
+			},
+		},
+		{
+			name: "the canary of an earlier attempt's template is not Ready for this one",
+			o: Observed{Deployment: d, State: func() *rollout.State {
+				s := state(rollout.Progressing, 0)
+				s.Attempt = 2
+				return s
+			}(), Canary: canary(d, 1, 1), CanaryPods: canaryPods("1", 1, 1)},
+			check: func(t *testing.T, p Plan) {
+				assert.Nil(t, p.State.HoldingSince)
+				assert.Equal(t, ago(0), p.State.NotReadySince)
+			},
+		},
+		{
+			name: "the step's history shows the pod counts after a scale",
+			o: Observed{Deployment: web(20), State: func() *rollout.State {
+				s := holding(state(rollout.Progressing, 1), 10*time.Second)
+				s.History[0].Canary, s.History[0].Stable, s.History[0].Effective = 1, 4, 20
+				return s
+			}(), Canary: canary(web(20), 7, 7)},
+			check: func(t *testing.T, p Plan) {
+				r := p.State.History[0]
+				assert.Equal(t, []any{int32(7), int32(20), "25.9"}, []any{r.Canary, r.Stable, fmt.Sprintf("%.1f", r.Effective)})
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := withPods(tt.o)
+			o.Now = now
+			tt.check(t, plan(o))
+		})
+	}
+}
+
+// TestPlanWritesStateOnTransitionsOnly replays a holding step with checks
+// evaluated at every look: the figures change, the state does not, so the
+// Deployment's generation does not move (ARCHITECTURE.md, "State").
+func TestPlanWritesStateOnTransitionsOnly(t *testing.T) {
+	d := web(4)
+	s := holding(withAnalysis(state(rollout.Progressing, 0)), 5*time.Second)
+	s.Policy.Steps[0].Hold = metav1.Duration{Duration: 10 * time.Minute}
+	s.Message = "checks pass; holding 10m0s"
+	s.PassedSince = ago(5 * time.Second)
+	s.History[0].Canary, s.History[0].Stable, s.History[0].Effective = 1, 4, 20
+	want, err := s.Encode()
+	require.NoError(t, err)
+	ev := rollout.Evidence{Attempt: 1}
+	for i := range 10 {
+		at := now.Add(time.Duration(i) * 10 * time.Second)
+		o := withPods(Observed{Now: at, Deployment: d, State: s, Canary: canary(d, 1, 1), Evidence: ev,
+			Evaluation: &policy.Evaluation{At: at, Results: []policy.CheckResult{result("error-rate", policy.Pass, 0.001*float64(i))}}})
+		p := plan(o)
+		got, err := p.State.Encode()
+		require.NoError(t, err)
+		assert.Equal(t, want, got, "evaluation %d changed the state", i+1)
+		require.NotNil(t, p.Evidence)
+		assert.Equal(t, metav1.NewMicroTime(at), p.Evidence.At, "evaluation %d: the figures go to the canary", i+1)
+		assert.Empty(t, p.Events)
+		ev = *p.Evidence
+	}
 }

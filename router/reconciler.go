@@ -48,14 +48,48 @@ type Reconciler struct {
 }
 
 // SetupWithManager registers the reconciler: it watches Deployments that
-// carry a rollout or a command, their canaries, and canary pods.
+// carry a rollout or a command, their canaries, canary pods, and the
+// Namespaces and Services that decide whether a rollout may go on.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("router").
 		For(&appsv1.Deployment{}, builder.WithPredicates(predicate.NewPredicateFuncs(hasRolloutOrCommand))).
 		Owns(&appsv1.Deployment{}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(stableOfCanaryPod)).
+		// The opt-in label added back resumes the namespace's rollouts at
+		// once, not at their next requeue.
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.rolloutsOfNamespace),
+			builder.WithPredicates(predicate.LabelChangedPredicate{})).
+		// A Service fixed to select the canary lifts a hold at once.
+		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(r.rolloutsNear)).
 		Complete(r)
+}
+
+// rolloutsOfNamespace maps a Namespace to the Deployments in it that carry
+// a rollout.
+func (r *Reconciler) rolloutsOfNamespace(ctx context.Context, obj client.Object) []reconcile.Request {
+	return r.rolloutsIn(ctx, obj.GetName())
+}
+
+// rolloutsNear maps an object to the Deployments of its namespace that
+// carry a rollout.
+func (r *Reconciler) rolloutsNear(ctx context.Context, obj client.Object) []reconcile.Request {
+	return r.rolloutsIn(ctx, obj.GetNamespace())
+}
+
+func (r *Reconciler) rolloutsIn(ctx context.Context, namespace string) []reconcile.Request {
+	var ds appsv1.DeploymentList
+	if err := r.Client.List(ctx, &ds, client.InNamespace(namespace)); err != nil {
+		logf.FromContext(ctx).Error(err, "list deployments", "namespace", namespace)
+		return nil
+	}
+	var out []reconcile.Request
+	for _, d := range ds.Items {
+		if d.Annotations[rollout.AnnotationState] != "" {
+			out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: d.Namespace, Name: d.Name}})
+		}
+	}
+	return out
 }
 
 func hasRolloutOrCommand(obj client.Object) bool {
@@ -97,7 +131,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		}
 		return ctrl.Result{}, err
 	}
-	if d.Labels[rollout.LabelTrack] == rollout.TrackCanary || !d.DeletionTimestamp.IsZero() {
+	if rollout.IsCanary(&d) || !d.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil
 	}
 	enabled, err := r.namespaceEnabled(ctx, d.Namespace)
@@ -166,37 +200,50 @@ func (r *Reconciler) observe(ctx context.Context, d *appsv1.Deployment, s *rollo
 		return o, err
 	}
 	o.Canary = canary
+	var evidence *rollout.Evidence
 	if canary != nil {
 		if o.CanaryPods, err = r.canaryPods(ctx, d); err != nil {
 			return o, err
 		}
+		if evidence, err = rollout.ParseEvidence(canary); err != nil {
+			// fledge writes it; a broken one is no evidence at all.
+			logf.FromContext(ctx).Error(err, "ignoring the canary's evidence")
+		}
 	}
+	o.Evidence = evidence.For(s)
 	if s.Policy.Capacity == policy.CapacityShift {
 		if o.HPA, err = r.hasHPA(ctx, d); err != nil {
 			return o, err
 		}
 	}
-	needStable := s.Phase == rollout.RollingBack || s.Phase == rollout.Aborted || AnalysisDue(s, o.Now)
-	if needStable {
-		owned, err := r.replicaSets(ctx, d.Namespace, d.Spec.Selector)
-		if err != nil {
-			return o, err
-		}
-		stable := findReplicaSet(owned, d.UID, s.StableRevision)
-		if stable != nil {
-			o.StableTemplate = stable.Spec.Template.DeepCopy()
-			delete(o.StableTemplate.Labels, appsv1.DefaultDeploymentUniqueLabelKey)
-		}
-		if AnalysisDue(s, o.Now) && r.Analyzer != nil && canary != nil {
-			current := findReplicaSet(owned, canary.UID, rollout.TemplateHash(&canary.Spec.Template))
-			if current != nil && stable != nil {
-				subject := policy.Subject{
-					Namespace: d.Namespace, Deployment: d.Name,
-					CanaryPods: policy.PodsRegex(current.Name), StablePods: policy.PodsRegex(stable.Name),
-				}
-				e := r.Analyzer.Analyze(ctx, s.Policy.Analysis, subject, o.Now)
-				o.Evaluation = &e
+	if !s.Phase.Live() {
+		return o, nil
+	}
+	// A live step checks, at every look, that the stable ReplicaSet still
+	// serves and that every Service reaches the canary.
+	owned, err := r.replicaSets(ctx, d.Namespace, d.Spec.Selector)
+	if err != nil {
+		return o, err
+	}
+	stable := findReplicaSet(owned, d.UID, s.StableRevision)
+	o.StableGone = stable == nil
+	if stable != nil {
+		o.StableLabels = rollout.PodLabels(&stable.Spec.Template)
+	}
+	var svcs corev1.ServiceList
+	if err := r.Client.List(ctx, &svcs, client.InNamespace(d.Namespace)); err != nil {
+		return o, err
+	}
+	o.Services = svcs.Items
+	if AnalysisDue(s, o.Evidence, o.Now) && r.Analyzer != nil && canary != nil && stable != nil {
+		current := findReplicaSet(owned, canary.UID, rollout.TemplateHash(&canary.Spec.Template))
+		if current != nil {
+			subject := policy.Subject{
+				Namespace: d.Namespace, Deployment: d.Name,
+				CanaryPods: policy.PodsRegex(current.Name), StablePods: policy.PodsRegex(stable.Name),
 			}
+			e := r.Analyzer.Analyze(ctx, s.Policy.Analysis, subject, o.Now)
+			o.Evaluation = &e
 		}
 	}
 	return o, nil
@@ -206,7 +253,7 @@ func (r *Reconciler) observe(ctx context.Context, d *appsv1.Deployment, s *rollo
 // that fledge does not own is an error a person must resolve.
 func (r *Reconciler) canary(ctx context.Context, d *appsv1.Deployment) (*appsv1.Deployment, error) {
 	var c appsv1.Deployment
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: d.Namespace, Name: CanaryName(d.Name)}, &c)
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: d.Namespace, Name: rollout.CanaryName(d.Name)}, &c)
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
@@ -220,7 +267,7 @@ func (r *Reconciler) canary(ctx context.Context, d *appsv1.Deployment) (*appsv1.
 }
 
 func (r *Reconciler) canaryPods(ctx context.Context, d *appsv1.Deployment) ([]corev1.Pod, error) {
-	sel, err := metav1.LabelSelectorAsSelector(CanarySelector(d))
+	sel, err := metav1.LabelSelectorAsSelector(rollout.CanarySelector(d))
 	if err != nil {
 		return nil, err
 	}
@@ -281,7 +328,7 @@ func findReplicaSet(rss []appsv1.ReplicaSet, owner types.UID, hash string) *apps
 func (r *Reconciler) apply(ctx context.Context, o Observed, p Plan) error {
 	d := o.Deployment
 	if p.CanaryReplicas != nil {
-		if err := r.ensureCanary(ctx, d, o.Canary, *p.CanaryReplicas); err != nil {
+		if err := r.ensureCanary(ctx, d, o.Canary, o.State.Attempt, *p.CanaryReplicas, p.Evidence); err != nil {
 			return fmt.Errorf("set canary of %s/%s to %d pods: %w", d.Namespace, d.Name, *p.CanaryReplicas, err)
 		}
 	}
@@ -299,8 +346,8 @@ func (r *Reconciler) apply(ctx context.Context, o Observed, p Plan) error {
 		r.Events.Eventf(d, nil, e.Type, e.Reason, "Rollout", "%s", e.Message)
 		logf.FromContext(ctx).Info(e.Message, "reason", e.Reason)
 	}
-	if p.CanaryGone && o.State.FailedAt != nil {
-		r.Metrics.rollbackSeconds.Observe(o.Now.Sub(o.State.FailedAt.Time).Seconds())
+	if p.Cutting {
+		r.Metrics.cut(d.Namespace, d.Name, o.Now, p.CanaryGone)
 	}
 	if o.Evaluation != nil {
 		r.Metrics.evaluation(o.Evaluation)
@@ -325,21 +372,35 @@ func targetWeight(s *rollout.State) int32 {
 	return 100
 }
 
-// ensureCanary creates or updates the canary with replicas pods.
-func (r *Reconciler) ensureCanary(ctx context.Context, d, existing *appsv1.Deployment, replicas int32) error {
+// ensureCanary creates or updates the canary of attempt with replicas
+// pods and, when set, the evidence of the last evaluation.
+func (r *Reconciler) ensureCanary(ctx context.Context, d, existing *appsv1.Deployment, attempt, replicas int32, evidence *rollout.Evidence) error {
+	var encoded string
+	if evidence != nil {
+		var err error
+		if encoded, err = evidence.Encode(); err != nil {
+			return err
+		}
+	}
 	if existing == nil {
 		if replicas == 0 {
 			return nil
 		}
-		c := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: CanaryName(d.Name), Namespace: d.Namespace}}
-		setCanarySpec(c, d, replicas)
+		c := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: rollout.CanaryName(d.Name), Namespace: d.Namespace}}
+		rollout.SetCanarySpec(c, d, attempt, replicas)
+		if encoded != "" {
+			c.Annotations[rollout.AnnotationEvidence] = encoded
+		}
 		if err := controllerutil.SetControllerReference(d, c, r.Client.Scheme()); err != nil {
 			return err
 		}
 		return r.Client.Create(ctx, c)
 	}
 	c := existing.DeepCopy()
-	setCanarySpec(c, d, replicas)
+	rollout.SetCanarySpec(c, d, attempt, replicas)
+	if encoded != "" {
+		c.Annotations[rollout.AnnotationEvidence] = encoded
+	}
 	if equalCanary(existing, c) {
 		return nil
 	}
@@ -350,6 +411,7 @@ func equalCanary(a, b *appsv1.Deployment) bool {
 	return ptr.Deref(a.Spec.Replicas, 0) == ptr.Deref(b.Spec.Replicas, 0) &&
 		rollout.TemplateHash(&a.Spec.Template) == rollout.TemplateHash(&b.Spec.Template) &&
 		a.Annotations[rollout.AnnotationSkip] == "true" &&
+		a.Annotations[rollout.AnnotationEvidence] == b.Annotations[rollout.AnnotationEvidence] &&
 		a.Spec.MinReadySeconds == b.Spec.MinReadySeconds
 }
 
@@ -381,9 +443,6 @@ func (r *Reconciler) updateStable(ctx context.Context, d *appsv1.Deployment, p P
 		delete(u.Annotations, rollout.AnnotationCommand)
 	}
 	u.Spec.Paused = p.Paused
-	if p.Template != nil {
-		u.Spec.Template = *p.Template
-	}
 	if p.StableReplicas != nil {
 		u.Spec.Replicas = p.StableReplicas
 	}

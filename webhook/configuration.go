@@ -56,7 +56,10 @@ func annotation(obj, key string) string {
 }
 
 // deploymentConditions make the apiserver call the webhook only when it has
-// something to decide: the template, spec.paused, or a fledge key changed.
+// something to decide: the template, spec.paused, or a fledge key changed,
+// or the Deployment is paused (a rollout runs or a failed revision is held,
+// so even an apply that changes nothing gets its warning), or a retry is
+// asked for.
 // A Deployment carrying fledge.dev/skip is never sent, so the annotation
 // bypasses fledge even while the webhook is down.
 func deploymentConditions() []admissionregistrationv1.MatchCondition {
@@ -65,6 +68,8 @@ func deploymentConditions() []admissionregistrationv1.MatchCondition {
 	for _, key := range []string{rollout.AnnotationState, rollout.AnnotationLast, policy.Annotation} {
 		changed += " || " + annotation("object", key) + " != " + annotation("oldObject", key)
 	}
+	changed += " || (has(oldObject.spec.paused) && oldObject.spec.paused)"
+	changed += " || " + annotation("object", rollout.AnnotationCommand) + " == '" + rollout.CommandRetry + "'"
 	return []admissionregistrationv1.MatchCondition{
 		{Name: "not-skipped", Expression: annotation("object", rollout.AnnotationSkip) + " != 'true'"},
 		{Name: "template-or-fledge-keys-changed", Expression: changed},

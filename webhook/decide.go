@@ -3,10 +3,14 @@ package webhook
 import (
 	"fmt"
 	"maps"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
 	"github.com/fledge-dev/fledge/policy"
@@ -21,7 +25,10 @@ type Update struct {
 	// Policy is the policy resolved for New (its annotation, the namespace's
 	// fledge-policy ConfigMap, or the built-in default).
 	Policy Resolved
-	Now    time.Time
+	// Services are the Services of the namespace, to warn at apply about
+	// one that would send the canary no traffic.
+	Services []corev1.Service
+	Now      time.Time
 }
 
 // Resolved is the outcome of resolving a Deployment's policy.
@@ -62,13 +69,19 @@ func Decide(u Update) Decision {
 		// router reports the broken state.
 		warnings = append(warnings, fmt.Sprintf("fledge: %v", err))
 	}
-	running := state != nil
-	if running && !out.Spec.Paused {
-		out.Spec.Paused = true
-		warnings = append(warnings, fmt.Sprintf("fledge: %s stays paused while its rollout runs; use kubectl fledge pause|resume|promote|abort %s", name, name))
+	last, err := rollout.ParseOutcome(u.Old)
+	if err != nil {
+		warnings = append(warnings, fmt.Sprintf("fledge: %v", err))
 	}
 	if u.Old.Annotations[policy.Annotation] != u.New.Annotations[policy.Annotation] && u.Policy.Err != nil {
 		return deny(name, u.Policy.Err)
+	}
+	if state == nil && rollout.Holds(u.Old, last) {
+		return decideHeld(u, out, last, warnings)
+	}
+	if state != nil && state.Phase.KeepsPaused() && !out.Spec.Paused {
+		out.Spec.Paused = true
+		warnings = append(warnings, fmt.Sprintf("fledge: %s stays paused while its rollout runs; use kubectl fledge pause|resume|promote|abort %s", name, name))
 	}
 
 	stableHash := rollout.TemplateHash(&u.Old.Spec.Template)
@@ -76,7 +89,7 @@ func Decide(u Update) Decision {
 	switch {
 	case stableHash == newHash:
 		return admit(u.New, out, warnings)
-	case !running:
+	case state == nil:
 		if ptr.Deref(u.New.Spec.Replicas, 1) == 0 || u.Old.Status.ReadyReplicas == 0 {
 			// Nothing serves yet, so there is nothing to protect: roll out natively.
 			return admit(u.New, out, warnings)
@@ -84,30 +97,108 @@ func Decide(u Update) Decision {
 		if u.Policy.Err != nil {
 			return deny(name, u.Policy.Err)
 		}
-		s := newState(u, stableHash, newHash)
-		return start(out, s, warnings, fmt.Sprintf("fledge: canary rollout started for %s: %s", name, u.Policy.Policy.StepsString()))
+		s := newState(u, stableHash, newHash, rollout.NextAttempt(last))
+		return start(u, out, s, rollout.PodLabels(&u.Old.Spec.Template), warnings,
+			fmt.Sprintf("fledge: canary rollout started for %s: %s", name, u.Policy.Policy.StepsString()))
 	case state.Phase.Finishing():
-		return Decision{Denied: fmt.Sprintf("fledge: %s is finishing a rollout (%s); apply again when it is done (kubectl fledge status %s), or %s", name, state.Phase, name, bypass)}
+		return Decision{Denied: fmt.Sprintf("fledge: %s is finishing a rollout (%s)%s; apply again when it is done (kubectl fledge status %s), or %s",
+			name, state.Phase, promotionWait(u.Old, state), name, bypass)}
 	case newHash == state.StableRevision:
 		s := *state
 		s.Phase = rollout.Aborted
 		s.Message = "aborted by user: the template is back to the stable version"
-		return start(out, &s, warnings, fmt.Sprintf("fledge: rollout of %s aborted: the template is back to the stable version; the canary is being removed", name))
+		return start(u, out, &s, nil, warnings, fmt.Sprintf("fledge: rollout of %s aborted: the template is back to the stable version; the canary is being removed", name))
 	case newHash == state.CanaryRevision:
 		return admit(u.New, out, warnings)
 	default:
 		if u.Policy.Err != nil {
 			return deny(name, u.Policy.Err)
 		}
-		s := newState(u, state.StableRevision, newHash)
-		return start(out, s, warnings, fmt.Sprintf("fledge: a new revision of %s supersedes the canary; restarting at step 1: %s", name, u.Policy.Policy.StepsString()))
+		s := newState(u, state.StableRevision, newHash, state.Attempt+1)
+		return start(u, out, s, rollout.PodLabels(&u.Old.Spec.Template), warnings,
+			fmt.Sprintf("fledge: a new revision of %s supersedes the canary; restarting at step 1: %s", name, u.Policy.Policy.StepsString()))
 	}
 }
 
+// decideHeld decides on an update of a Deployment that holds the failed
+// revision of last (ARCHITECTURE.md, "Webhook", case 6): the stable
+// template unpauses it, the failed one again changes nothing, a retry or
+// any other template starts a new rollout from the stable revision.
+func decideHeld(u Update, out *appsv1.Deployment, last *rollout.Outcome, warnings []string) Decision {
+	name := u.New.Name
+	newHash := rollout.TemplateHash(&u.New.Spec.Template)
+	retry := u.New.Annotations[rollout.AnnotationCommand] == rollout.CommandRetry
+	switch {
+	case newHash == last.StableRevision:
+		out.Spec.Paused = false
+		return admit(u.New, out, append(warnings, fmt.Sprintf("fledge: %s is back on the stable revision %s and unpaused; the failed revision %s is no longer held", name, last.StableRevision, last.CanaryRevision)))
+	case newHash == last.CanaryRevision && !retry:
+		out.Spec.Paused = true
+		return admit(u.New, out, append(warnings, heldWarning(name, last)))
+	case ptr.Deref(u.New.Spec.Replicas, 1) == 0 || u.Old.Status.ReadyReplicas == 0:
+		// Nothing serves: a new template rolls out natively, as for any
+		// Deployment without a stable version to protect.
+		out.Spec.Paused = false
+		return admit(u.New, out, warnings)
+	case u.Policy.Err != nil:
+		return deny(name, u.Policy.Err)
+	}
+	s := newState(u, last.StableRevision, newHash, rollout.NextAttempt(last))
+	msg := fmt.Sprintf("fledge: canary rollout started for %s from the stable revision %s: %s", name, last.StableRevision, u.Policy.Policy.StepsString())
+	if retry {
+		delete(out.Annotations, rollout.AnnotationCommand)
+		msg = fmt.Sprintf("fledge: retrying revision %s of %s as attempt %d, on new canary pods: %s", newHash, name, s.Attempt, u.Policy.Policy.StepsString())
+	}
+	// The stable pods are the stable ReplicaSet's, which the webhook does
+	// not read; the router checks the Services at the first step.
+	return start(u, out, s, nil, warnings, msg)
+}
+
+// heldWarning says that an update of a Deployment holding a failed
+// revision changes nothing, when and why it failed, and the ways out.
+func heldWarning(name string, last *rollout.Outcome) string {
+	why := string(last.Phase)
+	if r := last.Reason; r != nil {
+		why = fmt.Sprintf("%s at step %d (%d%%)", r.Message, r.Step+1, r.Weight)
+	}
+	return fmt.Sprintf("fledge: %s holds revision %s, %s at %s (%s): applying it again releases nothing; %s stays paused and the stable revision %s serves. "+
+		"To release it again: kubectl fledge retry %s; to go back: kubectl fledge undo %s, or apply the stable manifest",
+		name, last.CanaryRevision, phaseVerb(last.Phase), last.FinishedAt.UTC().Format(time.RFC3339), why, name, last.StableRevision, name, name)
+}
+
+func phaseVerb(p rollout.Phase) string {
+	if p == rollout.RolledBack {
+		return "rolled back"
+	}
+	return strings.ToLower(string(p))
+}
+
+// promotionWait says how long a promotion may still take when the
+// Deployment's minReadySeconds makes each new pod wait before it counts.
+func promotionWait(d *appsv1.Deployment, s *rollout.State) string {
+	if s.Phase != rollout.Promoting || d.Spec.MinReadySeconds <= 0 {
+		return ""
+	}
+	replicas := int(ptr.Deref(d.Spec.Replicas, 1))
+	surge := 1
+	if ru := d.Spec.Strategy.RollingUpdate; ru != nil && ru.MaxSurge != nil {
+		if v, err := intstr.GetScaledValueFromIntOrPercent(ru.MaxSurge, replicas, true); err == nil && v > 0 {
+			surge = v
+		}
+	} else if v := (replicas + 3) / 4; v > 0 {
+		surge = v // the default maxSurge, 25% rounded up
+	}
+	batches := (replicas + surge - 1) / surge
+	wait := time.Duration(batches*int(d.Spec.MinReadySeconds)) * time.Second
+	return fmt.Sprintf(": its minReadySeconds (%ds) makes each new pod wait before it counts, so the promotion of %d pods in batches of %d may take up to about %s",
+		d.Spec.MinReadySeconds, replicas, surge, wait)
+}
+
 // newState is the state of a rollout that starts now at its first step.
-func newState(u Update, stable, canary string) *rollout.State {
+func newState(u Update, stable, canary string, attempt int32) *rollout.State {
 	return &rollout.State{
 		Phase:          rollout.Progressing,
+		Attempt:        attempt,
 		StableRevision: stable,
 		CanaryRevision: canary,
 		Policy:         *u.Policy.Policy,
@@ -116,8 +207,10 @@ func newState(u Update, stable, canary string) *rollout.State {
 	}
 }
 
-// start writes the state into the Deployment and pauses it.
-func start(out *appsv1.Deployment, s *rollout.State, warnings []string, msg string) Decision {
+// start writes the state into the Deployment and pauses it. With the
+// stable pods' labels, it warns of every Service that would send the canary
+// no traffic: the rollout will hold until it does.
+func start(u Update, out *appsv1.Deployment, s *rollout.State, stable labels.Set, warnings []string, msg string) Decision {
 	encoded, err := s.Encode()
 	if err != nil {
 		return Decision{Denied: fmt.Sprintf("fledge: %v", err)}
@@ -127,7 +220,14 @@ func start(out *appsv1.Deployment, s *rollout.State, warnings []string, msg stri
 	}
 	out.Annotations[rollout.AnnotationState] = encoded
 	out.Spec.Paused = true
-	return Decision{Object: out, Warnings: append(warnings, msg)}
+	warnings = append(warnings, msg)
+	if stable != nil {
+		canary := rollout.PodLabels(rollout.CanaryTemplate(out, s.Attempt))
+		for _, gap := range rollout.ServiceGaps(u.Services, stable, canary) {
+			warnings = append(warnings, "fledge: "+gap.Gap()+"; the rollout holds until it does")
+		}
+	}
+	return Decision{Object: out, Warnings: warnings}
 }
 
 // keepOwnedAnnotations puts back the fledge-owned annotations of old into

@@ -36,6 +36,32 @@ func web(image string) *appsv1.Deployment {
 	}
 }
 
+// held is web paused on the failed template demo:v3 after attempt 1 was
+// rolled back, its stable ReplicaSet (demo:v1) serving.
+func held() *appsv1.Deployment {
+	d := web("demo:v3")
+	d.Spec.Paused = true
+	o := rollout.Outcome{
+		Phase: rollout.RolledBack, Attempt: 1,
+		StableRevision: rollout.TemplateHash(&web("demo:v1").Spec.Template),
+		CanaryRevision: rollout.TemplateHash(&d.Spec.Template),
+		Reason:         &rollout.Reason{Check: "error-rate", Step: 2, Weight: 50, Message: "error-rate 0.3 > 0.05"},
+		StartedAt:      metav1.NewMicroTime(now.Add(-10 * time.Minute)),
+		FinishedAt:     metav1.NewMicroTime(time.Date(2026, 11, 25, 11, 55, 0, 0, time.UTC)),
+	}
+	encoded, err := o.Encode()
+	if err != nil {
+		panic(err)
+	}
+	d.Annotations = map[string]string{rollout.AnnotationLast: encoded}
+	return d
+}
+
+// heldWarning is what every update of held() that releases nothing says.
+var heldWarn = "fledge: web holds revision " + rollout.TemplateHash(&web("demo:v3").Spec.Template) +
+	", rolled back at 2026-11-25T11:55:00Z (error-rate 0.3 > 0.05 at step 3 (50%)): applying it again releases nothing; web stays paused and the stable revision " +
+	rollout.TemplateHash(&web("demo:v1").Spec.Template) + " serves. To release it again: kubectl fledge retry web; to go back: kubectl fledge undo web, or apply the stable manifest"
+
 // running is web with the canary image in its template and a rollout of it
 // in phase.
 func running(phase rollout.Phase) *appsv1.Deployment {
@@ -44,6 +70,7 @@ func running(phase rollout.Phase) *appsv1.Deployment {
 	s := rollout.State{
 		Phase:          phase,
 		Step:           1,
+		Attempt:        1,
 		StableRevision: rollout.TemplateHash(&web("demo:v1").Spec.Template),
 		CanaryRevision: rollout.TemplateHash(&d.Spec.Template),
 		Policy:         *policy.Default(),
@@ -104,7 +131,7 @@ func TestDecide(t *testing.T) {
 			name:         "a template change with a serving stable version starts a rollout",
 			update:       Update{Old: web("demo:v1"), New: web("demo:v2")},
 			wantPaused:   true,
-			wantState:    &rollout.State{Phase: rollout.Progressing, Step: 0, StableRevision: rollout.TemplateHash(&web("demo:v1").Spec.Template), CanaryRevision: rollout.TemplateHash(&web("demo:v2").Spec.Template), Policy: *policy.Default(), PolicySource: "default", StartedAt: metav1.NewMicroTime(now)},
+			wantState:    &rollout.State{Phase: rollout.Progressing, Step: 0, Attempt: 1, StableRevision: rollout.TemplateHash(&web("demo:v1").Spec.Template), CanaryRevision: rollout.TemplateHash(&web("demo:v2").Spec.Template), Policy: *policy.Default(), PolicySource: "default", StartedAt: metav1.NewMicroTime(now)},
 			wantWarnings: []string{"fledge: canary rollout started for web: 5% → 25% → 50% → 100%"},
 		},
 		{
@@ -167,10 +194,84 @@ func TestDecide(t *testing.T) {
 			name:       "a new revision mid-rollout supersedes the canary and restarts at step 0",
 			update:     Update{Old: running(rollout.Paused), New: with(running(rollout.Paused), image("demo:v3"))},
 			wantPaused: true,
-			wantState: &rollout.State{Phase: rollout.Progressing, Step: 0,
+			wantState: &rollout.State{Phase: rollout.Progressing, Step: 0, Attempt: 2,
 				StableRevision: rollout.TemplateHash(&web("demo:v1").Spec.Template), CanaryRevision: rollout.TemplateHash(&web("demo:v3").Spec.Template),
 				Policy: *policy.Default(), PolicySource: "default", StartedAt: metav1.NewMicroTime(now)},
 			wantWarnings: []string{"fledge: a new revision of web supersedes the canary; restarting at step 1: 5% → 25% → 50% → 100%"},
+		},
+		{
+			name:          "the held revision re-applied (server-side apply) changes nothing and says when and why",
+			update:        Update{Old: held(), New: held()},
+			wantUnchanged: true,
+			wantWarnings:  []string{heldWarn},
+		},
+		{
+			name:         "the held revision replaced (kubectl replace drops paused) stays paused",
+			update:       Update{Old: held(), New: with(held(), func(d *appsv1.Deployment) { d.Spec.Paused = false })},
+			wantPaused:   true,
+			wantWarnings: []string{heldWarn},
+		},
+		{
+			name:         "the stable template unpauses a held Deployment",
+			update:       Update{Old: held(), New: with(held(), image("demo:v1"))},
+			wantPaused:   false,
+			wantWarnings: []string{"fledge: web is back on the stable revision " + rollout.TemplateHash(&web("demo:v1").Spec.Template) + " and unpaused; the failed revision " + rollout.TemplateHash(&web("demo:v3").Spec.Template) + " is no longer held"},
+		},
+		{
+			name:       "a new template after a rollback starts a rollout from the stable revision, as attempt 2",
+			update:     Update{Old: held(), New: with(held(), image("demo:v4"))},
+			wantPaused: true,
+			wantState: &rollout.State{Phase: rollout.Progressing, Attempt: 2,
+				StableRevision: rollout.TemplateHash(&web("demo:v1").Spec.Template), CanaryRevision: rollout.TemplateHash(&web("demo:v4").Spec.Template),
+				Policy: *policy.Default(), PolicySource: "default", StartedAt: metav1.NewMicroTime(now)},
+			wantWarnings: []string{"fledge: canary rollout started for web from the stable revision " + rollout.TemplateHash(&web("demo:v1").Spec.Template) + ": 5% → 25% → 50% → 100%"},
+		},
+		{
+			name: "retry starts attempt 2 of the held revision and takes the command",
+			update: Update{Old: held(), New: with(held(), func(d *appsv1.Deployment) {
+				d.Annotations[rollout.AnnotationCommand] = rollout.CommandRetry
+			})},
+			wantPaused: true,
+			wantState: &rollout.State{Phase: rollout.Progressing, Attempt: 2,
+				StableRevision: rollout.TemplateHash(&web("demo:v1").Spec.Template), CanaryRevision: rollout.TemplateHash(&web("demo:v3").Spec.Template),
+				Policy: *policy.Default(), PolicySource: "default", StartedAt: metav1.NewMicroTime(now)},
+			wantWarnings: []string{"fledge: retrying revision " + rollout.TemplateHash(&web("demo:v3").Spec.Template) + " of web as attempt 2, on new canary pods: 5% → 25% → 50% → 100%"},
+		},
+		{
+			name: "a Service that would miss the canary is warned of at apply",
+			update: Update{
+				Old: with(web("demo:v1"), func(d *appsv1.Deployment) { d.Spec.Template.Labels = map[string]string{"app": "web", "version": "v1"} }),
+				New: with(web("demo:v2"), func(d *appsv1.Deployment) { d.Spec.Template.Labels = map[string]string{"app": "web", "version": "v2"} }),
+				Services: []corev1.Service{
+					{ObjectMeta: metav1.ObjectMeta{Name: "web"}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web", "version": "v1"}}},
+					{ObjectMeta: metav1.ObjectMeta{Name: "web-all"}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}}},
+				},
+			},
+			wantPaused: true,
+			wantState: &rollout.State{Phase: rollout.Progressing, Attempt: 1,
+				StableRevision: rollout.TemplateHash(&with(web("demo:v1"), func(d *appsv1.Deployment) { d.Spec.Template.Labels = map[string]string{"app": "web", "version": "v1"} }).Spec.Template),
+				CanaryRevision: rollout.TemplateHash(&with(web("demo:v2"), func(d *appsv1.Deployment) { d.Spec.Template.Labels = map[string]string{"app": "web", "version": "v2"} }).Spec.Template),
+				Policy:         *policy.Default(), PolicySource: "default", StartedAt: metav1.NewMicroTime(now)},
+			wantWarnings: []string{
+				"fledge: canary rollout started for web: 5% → 25% → 50% → 100%",
+				"fledge: Service web selects version=v1 (canary pods: version=v2): it sends the canary no traffic and would have no endpoints after the promotion; remove version from its selector so that it selects both versions; the rollout holds until it does",
+			},
+		},
+		{
+			name:          "a user's edit during Promoting does not pause the Deployment again",
+			update:        Update{Old: with(running(rollout.Promoting), func(d *appsv1.Deployment) { d.Spec.Paused = false }), New: with(running(rollout.Promoting), func(d *appsv1.Deployment) { d.Spec.Paused = false; d.Annotations[policy.Annotation] = "fledge-policy" })},
+			wantUnchanged: true,
+		},
+		{
+			name: "a release during a promotion with minReadySeconds says how long it may take",
+			update: Update{
+				Old: with(running(rollout.Promoting), func(d *appsv1.Deployment) { d.Spec.MinReadySeconds = 30; d.Spec.Replicas = ptr.To[int32](10) }),
+				New: with(running(rollout.Promoting), func(d *appsv1.Deployment) {
+					d.Spec.MinReadySeconds = 30
+					d.Spec.Replicas = ptr.To[int32](10)
+					image("demo:v3")(d)
+				})},
+			wantDenied: `fledge: web is finishing a rollout (Promoting): its minReadySeconds (30s) makes each new pod wait before it counts, so the promotion of 10 pods in batches of 3 may take up to about 2m0s; apply again when it is done (kubectl fledge status web), or to deploy without fledge, set the annotation fledge.dev/skip: "true" on the Deployment or remove the label fledge.dev/enabled from the namespace`,
 		},
 		{
 			name:       "a release while the rollout is finishing is refused until it is done",

@@ -27,7 +27,7 @@ const (
 // request, resolves the policy from the informer cache, calls Decide and
 // encodes the answer as a JSON patch.
 type Deployments struct {
-	// Reader reads policy ConfigMaps; give it the manager's cache.
+	// Reader reads policy ConfigMaps and Services; give it the manager's cache.
 	Reader client.Reader
 	// Self is the username of fledge's own identity, whose writes pass.
 	Self  string
@@ -52,11 +52,21 @@ func (h *Deployments) Handle(ctx context.Context, req admission.Request) admissi
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode object: %w", err))
 	}
 
+	fromFledge := req.UserInfo.Username == h.Self
+	var services []corev1.Service
+	if !fromFledge {
+		var list corev1.ServiceList
+		if err := h.Reader.List(ctx, &list, client.InNamespace(req.Namespace)); err != nil {
+			return admission.Errored(http.StatusInternalServerError, fmt.Errorf("list the Services of namespace %s: %w", req.Namespace, err))
+		}
+		services = list.Items
+	}
 	d := Decide(Update{
 		Old:        &old,
 		New:        &cur,
-		FromFledge: req.UserInfo.Username == h.Self,
+		FromFledge: fromFledge,
 		Policy:     h.resolve(ctx, req.Namespace, &cur),
+		Services:   services,
 		Now:        h.Clock.Now(),
 	})
 	var resp admission.Response

@@ -124,8 +124,8 @@ func run(ctx context.Context, o options) error {
 			TLSOpts: []func(*tls.Config){certs.RequireTLS12},
 		}),
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			// Only policy ConfigMaps and canary pods are read, so only they
-			// are cached.
+			// Of ConfigMaps and pods, only policy ConfigMaps and canary pods
+			// are read, so only they are cached.
 			&corev1.ConfigMap{}: {Label: labels.SelectorFromSet(labels.Set{policy.Label: "true"})},
 			&corev1.Pod{}:       {Label: labels.SelectorFromSet(labels.Set{rollout.LabelTrack: rollout.TrackCanary})},
 		}},
@@ -177,9 +177,13 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 
-	// Start the policy informer with the cache, not at the first admission.
-	if _, err := mgr.GetCache().GetInformer(ctx, &corev1.ConfigMap{}); err != nil {
-		return err
+	// Start the informers the webhook reads with the cache, not at the
+	// first admission: policies, and Services (a rollout warns at apply of
+	// a Service that would miss the canary).
+	for _, obj := range []client.Object{&corev1.ConfigMap{}, &corev1.Service{}} {
+		if _, err := mgr.GetCache().GetInformer(ctx, obj); err != nil {
+			return err
+		}
 	}
 	admissionSeconds := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "fledge_admission_duration_seconds",
