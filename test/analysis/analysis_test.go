@@ -152,7 +152,7 @@ func TestErrorRateCanaryIsRolledBackAtTheFirstStep(t *testing.T) {
 	assert.Equal(t, int32(0), out.Reason.Step)
 	assert.InDelta(t, 0.2, *out.Reason.Value, 0.1)
 	assert.Equal(t, 0.05, *out.Reason.Bound)
-	assert.Regexp(t, `^rolled back web: error-rate 0\.\d+ > 0\.05 at step 1 \(5%\); the stable version serves all 6 pods$`, rolledBackMessage(t, s.ns))
+	assert.Regexp(t, `^rolled back web: error-rate 0\.\d+ > 0\.05 at step 1 \(5%\); the stable version serves all 6 pods and web holds the failed revision \w+, paused: `, rolledBackMessage(t, s.ns))
 
 	// What users saw: the canary's failed requests, and the time from the
 	// first 500 to the last request the canary answered (its endpoints gone).
@@ -242,4 +242,52 @@ func waitStep(t *testing.T, ns string, step int32) *rollout.State {
 	})
 	require.NoError(t, err, "waiting for step %d; state %+v", step+1, s)
 	return s
+}
+
+// TestRetryIsJudgedOnItsOwnPods retries a failed revision: its second
+// attempt runs on new canary pods (a new ReplicaSet, so new pod names and
+// Prometheus series), and the first attempt's errors are never its evidence.
+// v3 answers 500 once it has run 8s, so attempt 1 fails at step 1; attempt
+// 2's pods have run less than that when its first checks are evaluated.
+func TestRetryIsJudgedOnItsOwnPods(t *testing.T) {
+	s := newScenario(t, "analysis-retry", "30s", 8, 300, nil)
+	s.release(t, "v3", map[string]string{"FAIL_AFTER": "8s"})
+	first := s.outcome(t)
+	require.Equal(t, rollout.RolledBack, first.Phase)
+	require.Equal(t, int32(1), first.Attempt)
+	assert.Equal(t, "error-rate", first.Reason.Check)
+
+	kubectl(t, "", "annotate", "deployment/web", "-n", s.ns, rollout.AnnotationCommand+"="+rollout.CommandRetry)
+	holding := waitStep(t, s.ns, 0)
+	require.Equal(t, int32(2), holding.Attempt)
+	require.Equal(t, first.CanaryRevision, holding.CanaryRevision, "the same revision")
+
+	pods, err := theLab.Client.CoreV1().Pods(s.ns).List(t.Context(), metav1.ListOptions{LabelSelector: rollout.LabelAttempt + "=2"})
+	require.NoError(t, err)
+	require.Len(t, pods.Items, 1, "5% of 6: one canary pod of attempt 2")
+	owner := metav1.GetControllerOf(&pods.Items[0])
+	require.NotNil(t, owner)
+
+	// The first evaluations of attempt 2 see its own pod, not yet failing:
+	// judged on attempt 1's series it would be rolled back within seconds.
+	deadline := holding.HoldingSince.Add(6 * time.Second)
+	for time.Now().Before(deadline) {
+		d, err := theLab.Client.AppsV1().Deployments(s.ns).Get(t.Context(), "web", metav1.GetOptions{})
+		require.NoError(t, err)
+		st, err := rollout.ParseState(d)
+		require.NoError(t, err)
+		require.NotNil(t, st, "attempt 2 ended within 6s of its first hold: %s", d.Annotations[rollout.AnnotationLast])
+		require.Equal(t, rollout.Progressing, st.Phase)
+		c, err := theLab.Client.AppsV1().Deployments(s.ns).Get(t.Context(), "web-canary", metav1.GetOptions{})
+		require.NoError(t, err)
+		ev, err := rollout.ParseEvidence(c)
+		require.NoError(t, err)
+		if ev != nil && ev.Attempt == 2 {
+			for _, r := range ev.Checks {
+				assert.NotEqual(t, "Fail", string(r.Result), "attempt 2 judged on another attempt's errors: %+v", r)
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Logf("attempt 2 runs ReplicaSet %s; still Progressing 6s into its first hold", owner.Name)
 }

@@ -231,22 +231,26 @@ func TestCrashingReleaseIsRolledBack(t *testing.T) {
 	assert.Equal(t, "pod-failed", out.Reason.Check)
 	assert.Equal(t, int32(0), out.Reason.Step)
 
+	// The failed revision is held: the Deployment stays paused on what was
+	// applied, its stable ReplicaSet serving every user.
 	d := get(t, ns, "web")
-	assert.False(t, d.Spec.Paused)
-	assert.Equal(t, "fledge/demo:v1", d.Spec.Template.Spec.Containers[0].Image)
-	assert.Equal(t, map[string]string{"app": "web"}, d.Spec.Template.Labels, "the stable labels are back")
+	assert.True(t, d.Spec.Paused)
+	assert.Equal(t, "fledge/demo:v3", d.Spec.Template.Spec.Containers[0].Image, "the template stays what was applied: no drift for GitOps")
+	assert.True(t, rollout.Holds(d, out))
+	assert.Equal(t, int32(1), out.Attempt)
 	canaryGone(t, ns)
 	eventually(t, "only v1 pods", func(ctx context.Context) (bool, error) {
 		return assert.ObjectsAreEqual(map[string]int{"fledge/demo:v1": 4}, imagesOfPods(t, ns)), nil
 	})
+	assert.Equal(t, map[string]int32{"fledge/demo:v1": 4}, stableRS(t, ns))
 	logPhases(t, out)
 	eventually(t, "the rollback counted in /metrics", func(ctx context.Context) (bool, error) {
 		return metric(t, rolledBack) == strconv.Itoa(before+1), nil
 	})
-	t.Logf("failing verdict to canary at zero pods: %ss over %s rollbacks", metric(t, "fledge_rollback_seconds_sum"), metric(t, "fledge_rollback_seconds_count"))
+	t.Logf("cut ordered to canary at zero pods: %ss over %s rollbacks", metric(t, "fledge_rollback_seconds_sum"), metric(t, "fledge_rollback_seconds_count"))
 	msgs := eventMessages(t, ns, "RolledBack", 1)
 	require.Len(t, msgs, 1)
-	assert.Regexp(t, `^rolled back web: canary pod web-canary-\w+-\w+ failed \(container app: containerFailed, exit code 1\) at step 1 \(5%\); the stable version serves all 4 pods$`, msgs[0])
+	assert.Regexp(t, `^rolled back web: canary pod web-canary-\w+-\w+ failed \(container app: containerFailed, exit code 1\) at step 1 \(5%\); the stable version serves all 4 pods and web holds the failed revision `+out.CanaryRevision+`, paused: apply the stable manifest or kubectl fledge undo web to go back, kubectl fledge retry web to try it again$`, msgs[0])
 }
 
 func TestRevertMidRolloutAborts(t *testing.T) {
