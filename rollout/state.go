@@ -123,8 +123,10 @@ type Evidence struct {
 	// this attempt; they carry over from step to step.
 	Counters policy.Counters      `json:"counters,omitzero"`
 	Checks   []policy.CheckResult `json:"checks,omitempty"`
-	// Verdict is the judgement of the evaluation, in a person's words.
-	Verdict string `json:"verdict,omitempty"`
+	// Result and Verdict are the judgement of the evaluation, and why, in
+	// a person's words.
+	Result  policy.Result `json:"result,omitempty"`
+	Verdict string        `json:"verdict,omitempty"`
 }
 
 // ParseEvidence reads the evidence of a canary Deployment; nil when none.

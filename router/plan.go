@@ -529,8 +529,17 @@ func (p *planner) analyse() bool {
 	ev := p.o.Evidence
 	if e := p.o.Evaluation; e != nil {
 		verdict, counters := policy.Judge(*e, ev.Counters, a)
-		ev = rollout.Evidence{Attempt: p.s.Attempt, Step: p.s.Step, At: metav1.NewMicroTime(e.At), Counters: counters, Checks: e.Results, Verdict: verdict.Reason}
+		prev := ev.Result
+		ev = rollout.Evidence{Attempt: p.s.Attempt, Step: p.s.Step, At: metav1.NewMicroTime(e.At), Counters: counters, Checks: e.Results, Result: verdict.Result, Verdict: verdict.Reason}
 		p.plan.Evidence = &ev
+		if verdict.Result != prev && verdict.Result != policy.Fail {
+			// A verdict that changes is an Event; one that stays is not.
+			typ := corev1.EventTypeNormal
+			if verdict.Result == policy.Inconclusive {
+				typ = corev1.EventTypeWarning
+			}
+			p.event(typ, "Checks"+string(verdict.Result), "checks of %s at step %d (%d%%): %s", p.name(), p.s.Step+1, p.weight(), verdict.Reason)
+		}
 		switch verdict.Result {
 		case policy.Fail:
 			r := p.reason("analysis", nil, nil, "%s", verdict.Reason)

@@ -442,8 +442,9 @@ func TestPlan(t *testing.T) {
 				assert.Equal(t, int32(0), p.State.Step, "held 2m of 1m, but without passing evidence")
 				require.NotNil(t, p.Evidence)
 				assert.Equal(t, rollout.Evidence{Attempt: 1, Step: 0, At: metav1.NewMicroTime(now), Counters: policy.Counters{NoData: 1},
-					Checks:  []policy.CheckResult{{Check: "error-rate", Result: policy.Inconclusive, Reason: "no data for error-rate"}},
-					Verdict: "no data for error-rate (no data 1 of 2 tolerated)"}, *p.Evidence, "the figures go to the canary")
+					Checks: []policy.CheckResult{{Check: "error-rate", Result: policy.Inconclusive, Reason: "no data for error-rate"}},
+					Result: policy.Inconclusive, Verdict: "no data for error-rate (no data 1 of 2 tolerated)"}, *p.Evidence, "the figures go to the canary")
+				assert.Equal(t, []string{"Warning ChecksInconclusive: checks of web at step 1 (5%): no data for error-rate (no data 1 of 2 tolerated)"}, events(p), "the verdict changed")
 				assert.Equal(t, "canary pods Ready; holding 1m0s once the checks pass", p.State.Message)
 				assert.Equal(t, 10*time.Second, p.RequeueAfter)
 			},
@@ -464,6 +465,7 @@ func TestPlan(t *testing.T) {
 				assert.Equal(t, int32(0), p.State.Step)
 				assert.Equal(t, "checks pass; holding 1m0s", p.State.Message)
 				assert.Equal(t, ago(0), p.State.PassedSince)
+				assert.Equal(t, []string{"Normal ChecksPass: checks of web at step 1 (5%): error-rate 0.2 > 0.01"}, events(p))
 				assert.Equal(t, 10*time.Second, p.RequeueAfter, "the next evaluation comes before the hold ends")
 			},
 		},
@@ -741,7 +743,7 @@ func TestPlanWritesStateOnTransitionsOnly(t *testing.T) {
 	s.History[0].Canary, s.History[0].Stable, s.History[0].Effective = 1, 4, 20
 	want, err := s.Encode()
 	require.NoError(t, err)
-	ev := rollout.Evidence{Attempt: 1}
+	ev := rollout.Evidence{Attempt: 1, Result: policy.Pass}
 	for i := range 10 {
 		at := now.Add(time.Duration(i) * 10 * time.Second)
 		o := withPods(Observed{Now: at, Deployment: d, State: s, Canary: canary(d, 1, 1), Evidence: ev,
