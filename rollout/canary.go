@@ -7,6 +7,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // CanaryName is the name of a Deployment's canary.
@@ -71,4 +72,17 @@ func SetCanarySpec(c, d *appsv1.Deployment, attempt, replicas int32) {
 	c.Spec.MinReadySeconds = d.Spec.MinReadySeconds
 	c.Spec.ProgressDeadlineSeconds = d.Spec.ProgressDeadlineSeconds
 	c.Spec.Paused = false
+}
+
+// ReplicaSetOf finds, among rss, the ReplicaSet controlled by owner (its
+// UID) whose template has hash: the stable ReplicaSet of a revision, or a
+// canary's current one. Nil when there is none (deleted, or never made).
+func ReplicaSetOf(rss []appsv1.ReplicaSet, owner types.UID, hash string) *appsv1.ReplicaSet {
+	for i := range rss {
+		ref := metav1.GetControllerOf(&rss[i])
+		if ref != nil && ref.UID == owner && TemplateHash(&rss[i].Spec.Template) == hash {
+			return &rss[i]
+		}
+	}
+	return nil
 }

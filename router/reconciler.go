@@ -225,7 +225,7 @@ func (r *Reconciler) observe(ctx context.Context, d *appsv1.Deployment, s *rollo
 	if err != nil {
 		return o, err
 	}
-	stable := findReplicaSet(owned, d.UID, s.StableRevision)
+	stable := rollout.ReplicaSetOf(owned, d.UID, s.StableRevision)
 	o.StableGone = stable == nil
 	if stable != nil {
 		o.StableLabels = rollout.PodLabels(&stable.Spec.Template)
@@ -236,7 +236,7 @@ func (r *Reconciler) observe(ctx context.Context, d *appsv1.Deployment, s *rollo
 	}
 	o.Services = svcs.Items
 	if AnalysisDue(s, o.Evidence, o.Now) && r.Analyzer != nil && canary != nil && stable != nil {
-		current := findReplicaSet(owned, canary.UID, rollout.TemplateHash(&canary.Spec.Template))
+		current := rollout.ReplicaSetOf(owned, canary.UID, rollout.TemplateHash(&canary.Spec.Template))
 		if current != nil {
 			subject := policy.Subject{
 				Namespace: d.Namespace, Deployment: d.Name,
@@ -309,17 +309,6 @@ func (r *Reconciler) replicaSets(ctx context.Context, ns string, selector *metav
 		return nil, err
 	}
 	return rss.Items, nil
-}
-
-// findReplicaSet finds the ReplicaSet owned by owner whose template has hash.
-func findReplicaSet(rss []appsv1.ReplicaSet, owner types.UID, hash string) *appsv1.ReplicaSet {
-	for i := range rss {
-		ref := metav1.GetControllerOf(&rss[i])
-		if ref != nil && ref.UID == owner && rollout.TemplateHash(&rss[i].Spec.Template) == hash {
-			return &rss[i]
-		}
-	}
-	return nil
 }
 
 // apply carries out a plan: canary first (a rollback cuts traffic before

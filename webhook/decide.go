@@ -79,13 +79,16 @@ func Decide(u Update) Decision {
 	if state == nil && rollout.Holds(u.Old, last) {
 		return decideHeld(u, out, last, warnings)
 	}
-	if state != nil && state.Phase.KeepsPaused() && !out.Spec.Paused {
-		out.Spec.Paused = true
-		warnings = append(warnings, fmt.Sprintf("fledge: %s stays paused while its rollout runs; use kubectl fledge pause|resume|promote|abort %s", name, name))
-	}
-
 	stableHash := rollout.TemplateHash(&u.Old.Spec.Template)
 	newHash := rollout.TemplateHash(&u.New.Spec.Template)
+	if state != nil && state.Phase.KeepsPaused() && !out.Spec.Paused {
+		// Paused until the router has cut the canary, even for a revert
+		// (kubectl fledge undo), which is not told to use the plugin.
+		out.Spec.Paused = true
+		if newHash != state.StableRevision {
+			warnings = append(warnings, fmt.Sprintf("fledge: %s stays paused while its rollout runs; use kubectl fledge pause|resume|promote|abort %s", name, name))
+		}
+	}
 	switch {
 	case stableHash == newHash:
 		return admit(u.New, out, warnings)
@@ -136,10 +139,11 @@ func decideHeld(u Update, out *appsv1.Deployment, last *rollout.Outcome, warning
 		out.Spec.Paused = true
 		return admit(u.New, out, append(warnings, heldWarning(name, last)))
 	case ptr.Deref(u.New.Spec.Replicas, 1) == 0 || u.Old.Status.ReadyReplicas == 0:
-		// Nothing serves: a new template rolls out natively, as for any
-		// Deployment without a stable version to protect.
+		// Nothing serves: a new template (or a retry) rolls out natively,
+		// as for any Deployment without a stable version to protect.
 		out.Spec.Paused = false
-		return admit(u.New, out, warnings)
+		delete(out.Annotations, rollout.AnnotationCommand)
+		return admit(u.New, out, append(warnings, fmt.Sprintf("fledge: %s has no ready pods to protect: it rolls out natively, unpaused", name)))
 	case u.Policy.Err != nil:
 		return deny(name, u.Policy.Err)
 	}

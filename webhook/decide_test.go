@@ -186,6 +186,27 @@ func TestDecide(t *testing.T) {
 			wantWarnings: []string{"fledge: rollout of web aborted: the template is back to the stable version; the canary is being removed"},
 		},
 		{
+			name: "kubectl fledge undo mid-rollout (stable template, unpaused) aborts, paused until the canary is cut",
+			update: Update{Old: running(rollout.Progressing), New: with(running(rollout.Progressing), func(d *appsv1.Deployment) {
+				image("demo:v1")(d)
+				d.Spec.Paused = false
+			})},
+			wantPaused: true,
+			wantState: withState(stateOf(running(rollout.Progressing)), func(s *rollout.State) {
+				s.Phase = rollout.Aborted
+				s.Message = "aborted by user: the template is back to the stable version"
+			}),
+			wantWarnings: []string{"fledge: rollout of web aborted: the template is back to the stable version; the canary is being removed"},
+		},
+		{
+			name: "a retry of a held revision with no ready pod rolls out natively and takes the command",
+			update: Update{Old: with(held(), func(d *appsv1.Deployment) { d.Status.ReadyReplicas = 0 }), New: with(held(), func(d *appsv1.Deployment) {
+				d.Annotations[rollout.AnnotationCommand] = rollout.CommandRetry
+			})},
+			wantPaused:   false,
+			wantWarnings: []string{"fledge: web has no ready pods to protect: it rolls out natively, unpaused"},
+		},
+		{
 			name:          "re-applying the canary's template mid-rollout changes nothing",
 			update:        Update{Old: running(rollout.Progressing), New: running(rollout.Progressing)},
 			wantUnchanged: true,

@@ -6,12 +6,8 @@ import (
 
 	"github.com/spf13/cobra"
 	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-
-	"github.com/fledge-dev/fledge/rollout"
 )
 
 func newDiagnoseCommand(e *env) *cobra.Command {
@@ -24,7 +20,8 @@ the traffic, and says what to change where it does not:
   - the namespace carries the opt-in label fledge.dev/enabled=true
   - the Deployment does not carry fledge.dev/skip: "true"
   - the rollout in progress, and NAME-canary's desired and ready replicas
-    (zero canary replicas serve nothing)
+    (zero canary replicas serve nothing); or the failed revision NAME holds
+    after a rollback, and the ways out of it
   - the Services whose selector matches the stable pods, and whether each also
     matches the canary pods: a Service selecting a label the new version
     changed (version: v1) sends the canary no traffic
@@ -60,10 +57,7 @@ type diagnosis struct {
 	// Canary is NAME-canary, nil when it does not exist.
 	Canary *appsv1.Deployment
 	View   statusView
-	// StablePods and CanaryPods are the pods of the Deployment's selector,
-	// told apart by the fledge.dev/track label.
-	StablePods, CanaryPods []corev1.Pod
-	Services               []corev1.Service
+	traffic
 }
 
 func gatherDiagnosis(ctx context.Context, cs kubernetes.Interface, ns, name string, e *env) (diagnosis, error) {
@@ -74,38 +68,14 @@ func gatherDiagnosis(ctx context.Context, cs kubernetes.Interface, ns, name stri
 		d.NamespaceLabels = n.Labels
 	}
 	var err error
-	if d.Stable, err = getDeployment(ctx, cs, ns, name); err != nil {
+	if d.Stable, d.Canary, err = getDeployments(ctx, cs, ns, name); err != nil {
 		return d, err
-	}
-	d.Canary, err = cs.AppsV1().Deployments(ns).Get(ctx, name+rollout.CanarySuffix, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		d.Canary, err = nil, nil
-	}
-	if err != nil {
-		return d, fmt.Errorf("read canary deployment %s in namespace %s: %w", name+rollout.CanarySuffix, ns, err)
 	}
 	if d.View, err = newStatusView(d.Stable, d.Canary, e.clock.Now()); err != nil {
 		return d, err
 	}
-	selector, err := metav1.LabelSelectorAsSelector(d.Stable.Spec.Selector)
-	if err != nil {
-		return d, fmt.Errorf("deployment %s has an invalid selector: %w", name, err)
+	if d.traffic, err = getTraffic(ctx, cs, d.Stable); err != nil {
+		return d, err
 	}
-	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector.String()})
-	if err != nil {
-		return d, fmt.Errorf("list pods of deployment %s in namespace %s: %w", name, ns, err)
-	}
-	for _, p := range pods.Items {
-		if p.Labels[rollout.LabelTrack] == rollout.TrackCanary {
-			d.CanaryPods = append(d.CanaryPods, p)
-		} else {
-			d.StablePods = append(d.StablePods, p)
-		}
-	}
-	services, err := cs.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return d, fmt.Errorf("list services in namespace %s: %w", ns, err)
-	}
-	d.Services = services.Items
 	return d, nil
 }

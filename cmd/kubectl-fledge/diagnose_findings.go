@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/ptr"
@@ -118,7 +117,14 @@ func rolloutFindings(d diagnosis) []finding {
 	default:
 		fs = append(fs, finding{level: levelInfo, text: "no rollout has run yet: one starts when the pod template changes"})
 	}
-	if v.State == nil && d.Stable.Spec.Paused {
+	if v.Holding {
+		o := v.Outcome
+		fs = append(fs, finding{level: levelWarning,
+			text: fmt.Sprintf("deployment %s holds the failed revision %s (%s %s ago): it stays paused on that template while the stable revision %s serves all pods",
+				name, o.CanaryRevision, endedVerb(o.Phase), since(v.Now, o.FinishedAt.Time), orDash(o.StableRevision)),
+			fix: holdingWays(name)})
+	}
+	if v.State == nil && !v.Holding && d.Stable.Spec.Paused {
 		fs = append(fs, finding{level: levelWarning,
 			text: fmt.Sprintf("deployment %s is paused but no rollout runs: a changed template does not roll out at all", name),
 			fix:  fmt.Sprintf("kubectl rollout resume -n %s deployment/%s", d.Namespace, name)})
@@ -163,53 +169,10 @@ func canaryFindings(d diagnosis) []finding {
 	}
 }
 
-// serviceMatch says which versions a Service selects.
-type serviceMatch struct {
-	name, selector string
-	stable, canary bool
-	// sticky is sessionAffinity: ClientIP.
-	sticky bool
-	// differs lists the selector's labels the canary pods do not carry:
-	// "version=v1 (canary: version=v2)".
-	differs []string
-	// shared is the part of the selector both versions carry.
-	shared string
-}
-
 // serviceMatches finds the Services that select the stable or the canary
 // pods, by their selectors against each version's labels.
-func serviceMatches(d diagnosis) []serviceMatch {
-	stable, canary := stableLabels(d), canaryLabels(d)
-	var out []serviceMatch
-	for _, svc := range d.Services {
-		sel := svc.Spec.Selector
-		if len(sel) == 0 {
-			continue // endpoints managed by hand: not fledge's concern
-		}
-		m := serviceMatch{
-			name: svc.Name, selector: labels.Set(sel).String(),
-			stable: labels.SelectorFromSet(sel).Matches(stable),
-			canary: labels.SelectorFromSet(sel).Matches(canary),
-			sticky: svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP,
-		}
-		if !m.stable && !m.canary {
-			continue
-		}
-		shared := labels.Set{}
-		for _, k := range slices.Sorted(maps.Keys(sel)) {
-			switch got, ok := canary[k]; {
-			case ok && got == sel[k]:
-				shared[k] = sel[k]
-			case ok:
-				m.differs = append(m.differs, fmt.Sprintf("%s=%s (canary pods: %s=%s)", k, sel[k], k, got))
-			default:
-				m.differs = append(m.differs, fmt.Sprintf("%s=%s (canary pods have no %s label)", k, sel[k], k))
-			}
-		}
-		m.shared = shared.String()
-		out = append(out, m)
-	}
-	return out
+func serviceMatches(d diagnosis) []rollout.ServiceMatch {
+	return rollout.MatchServices(d.Services, stableLabels(d.Stable, d.View, d.traffic), canaryLabels(d.Stable, d.Canary, d.View))
 }
 
 func serviceFindings(d diagnosis) []finding {
@@ -218,51 +181,57 @@ func serviceFindings(d diagnosis) []finding {
 	var fs []finding
 	for _, m := range matches {
 		switch {
-		case m.stable && m.canary:
+		case m.Stable && m.Canary:
 			selectsStable = true
-			fs = append(fs, finding{level: levelOK, text: fmt.Sprintf("Service %s selects both versions: the canary gets its share of its traffic", m.name)})
-			if m.sticky {
+			fs = append(fs, finding{level: levelOK, text: fmt.Sprintf("Service %s selects both versions: the canary gets its share of its traffic", m.Service)})
+			if m.Sticky {
 				fs = append(fs, finding{level: levelWarning,
-					text: fmt.Sprintf("Service %s has sessionAffinity: ClientIP: a client stays on one pod, so a step moves only new clients to the canary", m.name)})
+					text: fmt.Sprintf("Service %s has sessionAffinity: ClientIP: a client stays on one pod, so a step moves only new clients to the canary", m.Service)})
 			}
-		case m.stable:
+		case m.Stable:
 			selectsStable = true
+			missing := make([]string, len(m.Missing))
+			for i, l := range m.Missing {
+				missing[i] = l.String()
+			}
 			fs = append(fs, finding{level: levelProblem,
-				text: fmt.Sprintf("Service %s sends no traffic to the canary: it selects %s", m.name, strings.Join(m.differs, ", ")),
+				text: fmt.Sprintf("Service %s sends no traffic to the canary: it selects %s", m.Service, strings.Join(missing, ", ")),
 				fix:  noCanaryFix(d, m)})
 		default:
 			fs = append(fs, finding{level: levelWarning,
-				text: fmt.Sprintf("Service %s selects only the canary pods: its traffic goes to the new version whatever the step", m.name)})
+				text: fmt.Sprintf("Service %s selects only the canary pods: its traffic goes to the new version whatever the step", m.Service)})
 		}
 	}
 	if !selectsStable {
 		fs = append(fs, finding{level: levelWarning,
 			text: fmt.Sprintf("no Service in namespace %s selects the pods of %s (%s): the canary's share applies to the traffic of a Service that selects both versions",
-				d.Namespace, d.Stable.Name, labels.Set(stableLabels(d)).String())})
+				d.Namespace, d.Stable.Name, stableLabels(d.Stable, d.View, d.traffic).String())})
 	}
 	return fs
 }
 
 // noCanaryFix says how to make a Service select both versions: keep only
 // the labels they share.
-func noCanaryFix(d diagnosis, m serviceMatch) string {
-	keep := m.shared
+func noCanaryFix(d diagnosis, m rollout.ServiceMatch) string {
+	shared := labels.Set(maps.Clone(m.Selector))
+	keys := make([]string, len(m.Missing))
+	for i, l := range m.Missing {
+		keys[i] = l.Key
+		delete(shared, l.Key)
+	}
+	keep := shared.String()
 	if keep == "" && d.Stable.Spec.Selector != nil {
 		keep = labels.Set(d.Stable.Spec.Selector.MatchLabels).String()
 	}
-	keys := make([]string, 0, len(m.differs))
-	for _, diff := range m.differs {
-		keys = append(keys, strings.SplitN(diff, "=", 2)[0])
-	}
 	return fmt.Sprintf("remove %s from the selector of Service %s so that it selects what both versions share (%s): kubectl edit -n %s service %s",
-		strings.Join(keys, ", "), m.name, keep, d.Namespace, m.name)
+		strings.Join(keys, ", "), m.Service, keep, d.Namespace, m.Service)
 }
 
-func serviceTable(matches []serviceMatch) string {
+func serviceTable(matches []rollout.ServiceMatch) string {
 	var t table
 	t.add("SERVICE", "SELECTOR", "STABLE PODS", "CANARY PODS")
 	for _, m := range matches {
-		t.add(m.name, m.selector, yesNo(m.stable), yesNo(m.canary))
+		t.add(m.Service, labels.Set(m.Selector).String(), yesNo(m.Stable), yesNo(m.Canary))
 	}
 	return t.String()
 }
@@ -272,40 +241,6 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "no"
-}
-
-// stableLabels are the labels every stable pod carries, without the
-// ReplicaSet's pod-template-hash. Without stable pods the Deployment's
-// template stands in for them.
-func stableLabels(d diagnosis) labels.Set {
-	if len(d.StablePods) == 0 {
-		return labels.Set(d.Stable.Spec.Template.Labels)
-	}
-	common := labels.Set(maps.Clone(d.StablePods[0].Labels))
-	for _, p := range d.StablePods[1:] {
-		for k, v := range common {
-			if p.Labels[k] != v {
-				delete(common, k)
-			}
-		}
-	}
-	delete(common, appsv1.DefaultDeploymentUniqueLabelKey)
-	return common
-}
-
-// canaryLabels are the canary's pod template labels. Before the router
-// created the canary, they are what it will create: the Deployment's
-// template (the new version while a rollout runs) plus the track label.
-func canaryLabels(d diagnosis) labels.Set {
-	if d.Canary != nil {
-		return labels.Set(d.Canary.Spec.Template.Labels)
-	}
-	l := labels.Set(maps.Clone(d.Stable.Spec.Template.Labels))
-	if l == nil {
-		l = labels.Set{}
-	}
-	l[rollout.LabelTrack] = rollout.TrackCanary
-	return l
 }
 
 // podFindings list the pods of one version that are not Running and Ready.

@@ -180,7 +180,7 @@ func versionedDiagnosis(t *testing.T) diagnosis {
 		t.Fatal(err)
 	}
 	d := diagnosis{Namespace: "team-a", NamespaceLabels: optedIn(), Stable: web, Canary: canary, View: v,
-		Services: []corev1.Service{*service("web", map[string]string{"app": "web"})}}
+		traffic: traffic{Services: []corev1.Service{*service("web", map[string]string{"app": "web"})}}}
 	for _, o := range versionedPods() {
 		p := o.(*corev1.Pod)
 		if p.Labels[rollout.LabelTrack] == rollout.TrackCanary {
@@ -190,4 +190,52 @@ func versionedDiagnosis(t *testing.T) diagnosis {
 		}
 	}
 	return d
+}
+
+// A Deployment paused because it holds a failed revision is not "paused
+// with no rollout": kubectl rollout resume would not unpause it.
+func TestDiagnoseOfAHeldFailedRevision(t *testing.T) {
+	web, rs := heldWeb(t)
+	o, _ := rollout.ParseOutcome(web)
+	stable := map[string]string{"app": "web", "version": "v1", appsv1.DefaultDeploymentUniqueLabelKey: o.StableRevision}
+	h := newHarness(web, rs, namespace(optedIn()), pod("web-abc-1", stable), pod("web-abc-2", stable),
+		service("web", map[string]string{"app": "web"}),
+		service("web-v1", map[string]string{"app": "web", "version": "v1"}))
+	if code := h.run(t, "diagnose", "web"); code != 0 {
+		t.Fatalf("exit code %d; stderr: %s", code, h.errOut)
+	}
+	want := `Diagnosis of deployment team-a/web
+
+ok        namespace team-a is labelled fledge.dev/enabled=true
+ok        deployment web does not carry fledge.dev/skip
+info      no rollout in progress; the last one ended RolledBack 20s ago
+warning   deployment web holds the failed revision ` + o.CanaryRevision + ` (rolled back 20s ago): it stays paused on that template while the stable revision ` + o.StableRevision + ` serves all pods
+          fix: kubectl fledge undo web | kubectl fledge retry web | apply a new version
+ok        Service web selects both versions: the canary gets its share of its traffic
+problem   Service web-v1 sends no traffic to the canary: it selects version=v1 (canary pods: version=v2)
+          fix: remove version from the selector of Service web-v1 so that it selects what both versions share (app=web): kubectl edit -n team-a service web-v1
+
+SERVICE   SELECTOR             STABLE PODS   CANARY PODS
+web       app=web              yes           yes
+web-v1    app=web,version=v1   yes           no
+
+1 problem found.
+`
+	if h.out.String() != want {
+		t.Errorf("got:\n%s\nwant:\n%s", h.out, want)
+	}
+}
+
+// The stable labels come from the stable ReplicaSet when it is there, so
+// that a Deployment scaled to 0 is still matched against its Services.
+func TestDiagnoseMatchesServicesOnTheStableReplicaSet(t *testing.T) {
+	web, rs := heldWeb(t)
+	h := newHarness(web, rs, namespace(optedIn()), service("db", map[string]string{"app": "db"}))
+	if code := h.run(t, "diagnose", "web"); code != 0 {
+		t.Fatalf("exit code %d; stderr: %s", code, h.errOut)
+	}
+	want := "warning   no Service in namespace team-a selects the pods of web (app=web,version=v1): the canary's share applies to the traffic of a Service that selects both versions\n"
+	if !strings.Contains(h.out.String(), want) {
+		t.Errorf("no\n%s\nin:\n%s", want, h.out)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
 	"github.com/fledge-dev/fledge/policy"
@@ -46,11 +47,13 @@ func teamPolicy() policy.Policy {
 }
 
 // runningAtStep2 is a rollout holding at 25% with both checks passing,
-// 20 stable pods and 7 canary pods ready (25.9%).
+// 20 stable pods and 7 canary pods ready (25.9%). It is the second
+// attempt: rolledBackAtStep3 was the first.
 func runningAtStep2() *rollout.State {
 	return &rollout.State{
 		Phase:          rollout.Progressing,
 		Step:           1,
+		Attempt:        2,
 		StableRevision: "5d8f7c6b9a",
 		CanaryRevision: "8c7b6a5d4e",
 		Policy:         teamPolicy(),
@@ -58,12 +61,7 @@ func runningAtStep2() *rollout.State {
 		StartedAt:      *at(0),
 		StepStartedAt:  at(90 * time.Second),
 		HoldingSince:   at(170 * time.Second),
-		LastAnalysis:   at(195 * time.Second),
 		PassedSince:    at(180 * time.Second),
-		Checks: []policy.CheckResult{
-			{Check: "error-rate", Result: policy.Pass, Value: ptr.To(0.002), Bound: 0.01, Op: "<="},
-			{Check: "p99-latency", Result: policy.Pass, Value: ptr.To(1.05), Bound: 1.2, Op: "<="},
-		},
 		History: []rollout.StepRecord{
 			{Step: 0, Weight: 5, Effective: 4.8, Canary: 1, Stable: 20, Started: *at(0), Ended: at(90 * time.Second)},
 			{Step: 1, Weight: 25, Effective: 25.9, Canary: 7, Stable: 20, Started: *at(90 * time.Second)},
@@ -72,10 +70,24 @@ func runningAtStep2() *rollout.State {
 	}
 }
 
+// passingAtStep2 is the canary's evidence of runningAtStep2: both checks
+// pass at its last evaluation.
+func passingAtStep2() *rollout.Evidence {
+	return &rollout.Evidence{
+		Attempt: 2, Step: 1, At: *at(195 * time.Second),
+		Checks: []policy.CheckResult{
+			{Check: "error-rate", Result: policy.Pass, Value: ptr.To(0.002), Bound: 0.01, Op: "<="},
+			{Check: "p99-latency", Result: policy.Pass, Value: ptr.To(1.05), Bound: 1.2, Op: "<="},
+		},
+		Verdict: "all checks pass",
+	}
+}
+
 // rolledBackAtStep3 failed its error-rate check at 50%.
 func rolledBackAtStep3() *rollout.Outcome {
 	return &rollout.Outcome{
 		Phase:          rollout.RolledBack,
+		Attempt:        1,
 		StableRevision: "5d8f7c6b9a",
 		CanaryRevision: "8c7b6a5d4e",
 		Reason: &rollout.Reason{Check: "error-rate", Value: ptr.To(0.072), Bound: ptr.To(0.01), Step: 2, Weight: 50,
@@ -100,7 +112,7 @@ func succeeded() *rollout.Outcome {
 func deployment(t *testing.T, name string, ready int32, state *rollout.State, last *rollout.Outcome) *appsv1.Deployment {
 	t.Helper()
 	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "team-a", Annotations: map[string]string{}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "team-a", UID: types.UID("uid-" + name), Annotations: map[string]string{}},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To(ready),
 			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
@@ -121,6 +133,51 @@ func deployment(t *testing.T, name string, ready int32, state *rollout.State, la
 	return d
 }
 
+// withImage sets the image of a template's container and the version
+// label to match: "v1" for fledge/demo:v1.
+func withImage(t corev1.PodTemplateSpec, version string) corev1.PodTemplateSpec {
+	t = *t.DeepCopy()
+	t.Labels["version"] = version
+	t.Spec.Containers[0].Image = "fledge/demo:" + version
+	return t
+}
+
+// replicaSetOf builds the ReplicaSet of template that d controls, with
+// the pod-template-hash label the Deployment controller adds.
+func replicaSetOf(d *appsv1.Deployment, template corev1.PodTemplateSpec, replicas int32) *appsv1.ReplicaSet {
+	hash := rollout.TemplateHash(&template)
+	t := *template.DeepCopy()
+	t.Labels[appsv1.DefaultDeploymentUniqueLabelKey] = hash
+	return &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: d.Name + "-" + hash, Namespace: d.Namespace, UID: types.UID("uid-rs-" + hash), Labels: t.Labels,
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(d, appsv1.SchemeGroupVersion.WithKind("Deployment"))},
+		},
+		Spec: appsv1.ReplicaSetSpec{
+			Replicas: ptr.To(replicas),
+			Selector: d.Spec.Selector.DeepCopy(),
+			Template: t,
+		},
+		Status: appsv1.ReplicaSetStatus{Replicas: replicas, ReadyReplicas: replicas},
+	}
+}
+
+// heldWeb is web after the rollback of rolledBackAtStep3, holding its
+// failed revision: paused on the template of fledge/demo:v2 while the
+// ReplicaSet of fledge/demo:v1, the stable revision, serves its 20 pods.
+// The outcome's revisions are the two templates' real hashes.
+func heldWeb(t *testing.T) (*appsv1.Deployment, *appsv1.ReplicaSet) {
+	t.Helper()
+	web := deployment(t, "web", 20, nil, nil)
+	web.Spec.Template = withImage(web.Spec.Template, "v2")
+	stable := withImage(web.Spec.Template, "v1")
+	o := rolledBackAtStep3()
+	o.StableRevision, o.CanaryRevision = rollout.TemplateHash(&stable), rollout.TemplateHash(&web.Spec.Template)
+	web.Annotations[rollout.AnnotationLast] = mustJSON(t, o)
+	web.Spec.Paused = true
+	return web, replicaSetOf(web, stable, 20)
+}
+
 // canaryOf builds NAME-canary with the given desired and ready replicas.
 func canaryOf(stable *appsv1.Deployment, desired, ready int32) *appsv1.Deployment {
 	c := stable.DeepCopy()
@@ -133,6 +190,16 @@ func canaryOf(stable *appsv1.Deployment, desired, ready int32) *appsv1.Deploymen
 	c.Spec.Template.Labels[rollout.LabelTrack] = rollout.TrackCanary
 	c.Status = appsv1.DeploymentStatus{ReadyReplicas: ready, Replicas: desired}
 	return c
+}
+
+// withEvidence puts the evidence of an evaluation on a canary.
+func withEvidence(t *testing.T, canary *appsv1.Deployment, ev *rollout.Evidence) *appsv1.Deployment {
+	t.Helper()
+	if canary.Annotations == nil {
+		canary.Annotations = map[string]string{}
+	}
+	canary.Annotations[rollout.AnnotationEvidence] = mustJSON(t, ev)
+	return canary
 }
 
 func mustJSON(t *testing.T, v any) string {

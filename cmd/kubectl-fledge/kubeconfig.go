@@ -2,9 +2,11 @@ package main
 
 import (
 	"fmt"
+	"io"
 
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
@@ -19,6 +21,9 @@ import (
 type kubeconfig struct {
 	loading   *clientcmd.ClientConfigLoadingRules
 	overrides *clientcmd.ConfigOverrides
+	// warnings receives the apiserver's warnings (fledge's webhook says
+	// why an undo or a command did what it did) as kubectl prints them.
+	warnings io.Writer
 }
 
 func newKubeconfig() *kubeconfig {
@@ -52,6 +57,9 @@ func (k *kubeconfig) Client() (kubernetes.Interface, error) {
 		return nil, fmt.Errorf("no usable kubeconfig: %w (set KUBECONFIG or pass --kubeconfig)", err)
 	}
 	rc.UserAgent = "kubectl-fledge"
+	if k.warnings != nil {
+		rc.WarningHandler = rest.NewWarningWriter(k.warnings, rest.WarningWriterOptions{Deduplicate: true})
+	}
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", rc.Host, err)

@@ -15,9 +15,29 @@ func TestCommandTree(t *testing.T) {
 			names = append(names, c.Name()+" "+sub.Name())
 		}
 	}
-	want := []string{"abort", "diagnose", "list", "pause", "policy", "policy lint", "promote", "resume", "status"}
+	want := []string{"abort", "diagnose", "list", "pause", "policy", "policy lint", "promote", "resume", "retry", "status", "undo"}
 	if !slices.Equal(names, want) {
 		t.Errorf("commands %v, want %v", names, want)
+	}
+}
+
+// The root help names every command in its examples, undo and retry among
+// them, and says what holding a failed revision means.
+func TestRootHelpListsUndoAndRetry(t *testing.T) {
+	h := newHarness()
+	if code := h.run(t, "--help"); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	for _, want := range []string{
+		"  kubectl fledge undo web\n",
+		"  kubectl fledge retry web\n",
+		"After a rollback or an abort the Deployment holds the failed revision",
+		"  undo        Put the stable template back into a Deployment and unpause it\n",
+		"  retry       Roll out the failed revision NAME holds again, as a new attempt on fresh evidence\n",
+	} {
+		if !strings.Contains(h.out.String(), want) {
+			t.Errorf("root --help lacks %q:\n%s", want, h.out)
+		}
 	}
 }
 

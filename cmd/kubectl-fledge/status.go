@@ -29,11 +29,26 @@ func newStatusCommand(e *env) *cobra.Command {
 		Long: `Shows the rollout of Deployment NAME as a table with one row per policy step:
 the action, the state of the canary, the user group (the step's target weight and
 the ready pods that carry it: canary ready pods of all ready pods of NAME and
-NAME-canary), the monitoring result (each check's value against its bound) and
-what comes next. The current step is marked with ▶.
+NAME-canary), the monitoring result (each check's value against its bound, from
+the last evaluation of this attempt's step; a maxRatio check as a multiple of
+the stable pods' value, "1.31× stable > 1.2×") and what comes next. The current
+step is marked with ▶. The header says which attempt runs when it is not the
+first (a retry, a re-release of the same revision).
+
+What comes next is the time left in the hold, or why the hold does not count
+down: checks without data ("no data") never let a hold complete, and while the
+step is stalled (canary pods not Ready, no pods wanted, a Service that misses
+the canary, the stable ReplicaSet gone: the Message line says which) its hold is
+paused.
 
 Without a rollout in progress it shows the last finished one: its outcome, the
-reason and the steps it went through.
+reason and the steps it went through. When NAME holds the failed revision of
+that rollout (paused on its template while the stable version serves), the
+Holding and Next lines say so and name the ways out: kubectl fledge undo NAME,
+kubectl fledge retry NAME, or applying a new version.
+
+A namespace that is not labelled fledge.dev/enabled=true is named at the top:
+fledge ignores its Deployments.
 
 --watch redraws whenever NAME or NAME-canary changes: in place on a terminal,
 as a new table after a blank line otherwise. Stop it with Ctrl-C.
@@ -44,7 +59,9 @@ one) finishes, prints its final status and exits with
   1  RolledBack or Aborted (also any other error)
   2  --timeout passed first
   130  interrupted (Ctrl-C)
-An outcome recorded before the wait began by an earlier rollout does not count.`,
+An outcome recorded before the wait began by an earlier rollout does not count.
+It is the gate for CI: kubectl rollout status never reports a rolled-back
+release as rolled out, but it only says so by failing at its own --timeout.`,
 		Example: `  kubectl fledge status web
   kubectl fledge status web -n team-a --watch
   kubectl apply -f web.yaml && kubectl fledge status web --wait --timeout 15m`,
@@ -71,6 +88,7 @@ func runStatus(ctx context.Context, e *env, name string, o statusOptions) error 
 	if err != nil {
 		return err
 	}
+	v.NamespaceIgnored = namespaceIgnored(ctx, cs, ns)
 	if !o.watch && !o.wait {
 		fmt.Fprint(e.out, colourise(formatStatus(v), e.color))
 		return nil
@@ -80,18 +98,34 @@ func runStatus(ctx context.Context, e *env, name string, o statusOptions) error 
 
 // getStatusView reads NAME and NAME-canary once.
 func getStatusView(ctx context.Context, cs kubernetes.Interface, ns, name string, now time.Time) (statusView, error) {
-	stable, err := getDeployment(ctx, cs, ns, name)
+	stable, canary, err := getDeployments(ctx, cs, ns, name)
 	if err != nil {
 		return statusView{}, err
 	}
-	canary, err := cs.AppsV1().Deployments(ns).Get(ctx, name+rollout.CanarySuffix, metav1.GetOptions{})
+	return newStatusView(stable, canary, now)
+}
+
+// getDeployments reads NAME and NAME-canary (nil when it does not exist).
+func getDeployments(ctx context.Context, cs kubernetes.Interface, ns, name string) (stable, canary *appsv1.Deployment, err error) {
+	if stable, err = getDeployment(ctx, cs, ns, name); err != nil {
+		return nil, nil, err
+	}
+	canary, err = cs.AppsV1().Deployments(ns).Get(ctx, rollout.CanaryName(name), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		canary, err = nil, nil
+		return stable, nil, nil
 	}
 	if err != nil {
-		return statusView{}, fmt.Errorf("read canary deployment %s in namespace %s: %w", name+rollout.CanarySuffix, ns, err)
+		return nil, nil, fmt.Errorf("read canary deployment %s in namespace %s: %w", rollout.CanaryName(name), ns, err)
 	}
-	return newStatusView(stable, canary, now)
+	return stable, canary, nil
+}
+
+// namespaceIgnored reports whether namespace ns lacks the opt-in label, so
+// that fledge ignores its Deployments. A namespace the user may not read
+// (it is cluster-scoped) is not reported: nothing is known of it.
+func namespaceIgnored(ctx context.Context, cs kubernetes.Interface, ns string) bool {
+	n, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	return err == nil && n.Labels[rollout.LabelEnabled] != "true"
 }
 
 // getDeployment reads a Deployment with an error that names it and says
@@ -144,6 +178,7 @@ func follow(ctx context.Context, e *env, cs kubernetes.Interface, ns, name strin
 		if err != nil {
 			return err
 		}
+		v.NamespaceIgnored = first.NamespaceIgnored
 		if done, err := f.step(v); done {
 			return err
 		}
@@ -187,7 +222,7 @@ func (f *follower) step(v statusView) (bool, error) {
 		if !f.opts.watch {
 			fmt.Fprint(f.e.out, colourise(formatStatus(v), f.e.color))
 		}
-		return true, outcomeError(f.name, o)
+		return true, outcomeError(f.name, o, v.Holding)
 	}
 	if v.State == nil && !f.noted {
 		f.noted = true

@@ -18,6 +18,18 @@ type statusView struct {
 	// State is the rollout in progress; Outcome the last finished one.
 	State   *rollout.State
 	Outcome *rollout.Outcome
+	// Evidence is the canary's last evaluation of the Prometheus checks,
+	// of the current attempt and step only (rollout.Evidence.For); zero
+	// without a rollout in progress.
+	Evidence rollout.Evidence
+	// Holding is true when no rollout runs and the Deployment holds the
+	// failed revision of Outcome: paused on its template, the stable
+	// ReplicaSet serving (rollout.Holds).
+	Holding bool
+	// NamespaceIgnored is true when the namespace was read and does not
+	// carry the opt-in label: fledge ignores the Deployment. It stays false
+	// when the namespace could not be read.
+	NamespaceIgnored bool
 	// StableReady is status.readyReplicas of NAME, CanaryReady that of
 	// NAME-canary and CanaryDesired its spec.replicas (0 without a canary).
 	// Their ratio is the share of traffic the canary gets.
@@ -40,6 +52,16 @@ func newStatusView(stable, canary *appsv1.Deployment, now time.Time) (statusView
 	if v.Outcome, err = rollout.ParseOutcome(stable); err != nil {
 		return v, err
 	}
+	v.Holding = v.State == nil && rollout.Holds(stable, v.Outcome)
+	if v.State != nil {
+		var ev *rollout.Evidence
+		if canary != nil {
+			if ev, err = rollout.ParseEvidence(canary); err != nil {
+				return v, err
+			}
+		}
+		v.Evidence = ev.For(v.State)
+	}
 	return v, nil
 }
 
@@ -47,13 +69,18 @@ func newStatusView(stable, canary *appsv1.Deployment, now time.Time) (statusView
 // table: header lines, then one row per policy step and a final row for the
 // promotion or rollback.
 func formatStatus(v statusView) string {
+	var warning string
+	if v.NamespaceIgnored {
+		warning = fmt.Sprintf("namespace %s is not labelled %s=true: fledge ignores %s; kubectl label namespace %s %s=true\n\n",
+			v.Namespace, rollout.LabelEnabled, v.Name, v.Namespace, rollout.LabelEnabled)
+	}
 	switch {
 	case v.State != nil:
-		return runningHeader(v) + "\n" + stepTable(runningRows(v))
+		return warning + runningHeader(v) + "\n" + stepTable(runningRows(v))
 	case v.Outcome != nil:
-		return finishedHeader(v) + "\n" + stepTable(finishedRows(v.Outcome))
+		return warning + finishedHeader(v) + "\n" + stepTable(finishedRows(v.Outcome))
 	default:
-		return fmt.Sprintf("%s/%s has no rollout in progress and none recorded: fledge starts one when the pod template changes in a namespace labelled %s=true\n",
+		return warning + fmt.Sprintf("%s/%s has no rollout in progress and none recorded: fledge starts one when the pod template changes in a namespace labelled %s=true\n",
 			v.Namespace, v.Name, rollout.LabelEnabled)
 	}
 }
@@ -63,6 +90,9 @@ func runningHeader(v statusView) string {
 	var t table
 	t.add("Rollout:", v.Namespace+"/"+v.Name)
 	t.add("Revisions:", revisions(s.StableRevision, s.CanaryRevision))
+	if s.Attempt > 1 {
+		t.add("Attempt:", fmt.Sprint(s.Attempt))
+	}
 	t.add("Policy:", fmt.Sprintf("%s (%s)", orDash(s.PolicySource), s.Policy.StepsString()))
 	t.add("Phase:", phaseLine(s))
 	if s.Reason != nil {
@@ -80,6 +110,9 @@ func finishedHeader(v statusView) string {
 	var t table
 	t.add("Rollout:", v.Namespace+"/"+v.Name+" (finished)")
 	t.add("Revisions:", revisions(o.StableRevision, o.CanaryRevision))
+	if o.Attempt > 1 {
+		t.add("Attempt:", fmt.Sprint(o.Attempt))
+	}
 	t.add("Outcome:", string(o.Phase))
 	if o.Reason != nil {
 		t.add("Reason:", reasonText(o.Reason))
@@ -87,7 +120,25 @@ func finishedHeader(v statusView) string {
 	t.add("Started:", timestamp(o.StartedAt.Time))
 	t.add("Finished:", fmt.Sprintf("%s (%s ago), after %s",
 		timestamp(o.FinishedAt.Time), since(v.Now, o.FinishedAt.Time), since(o.FinishedAt.Time, o.StartedAt.Time)))
+	if v.Holding {
+		t.add("Holding:", fmt.Sprintf("revision %s (%s %s ago); the stable revision %s serves all %d pods",
+			o.CanaryRevision, endedVerb(o.Phase), since(v.Now, o.FinishedAt.Time), orDash(o.StableRevision), v.StableReady))
+		t.add("Next:", holdingWays(v.Name))
+	}
 	return t.String()
+}
+
+// endedVerb says how a failed rollout ended, for a sentence.
+func endedVerb(phase rollout.Phase) string {
+	if phase == rollout.Aborted {
+		return "aborted"
+	}
+	return "rolled back"
+}
+
+// holdingWays are the ways out of a held failed revision.
+func holdingWays(name string) string {
+	return fmt.Sprintf("kubectl fledge undo %s | kubectl fledge retry %s | apply a new version", name, name)
 }
 
 func revisions(stable, canary string) string {
@@ -256,7 +307,7 @@ func currentRow(v statusView, i int) stepRow {
 	row := stepRow{
 		step: fmt.Sprint(i + 1), action: actionOf(i), state: stateRunning,
 		group:      userGroup(st.Weight, v.CanaryReady, v.StableReady),
-		monitoring: checkLines(s),
+		monitoring: checkLines(v),
 		current:    true,
 	}
 	switch s.Phase {
@@ -277,8 +328,11 @@ func currentRow(v statusView, i int) stepRow {
 		}
 	default:
 		row.next = holdNext(v, i, st)
-		if s.HoldingSince == nil {
+		switch {
+		case s.HoldingSince == nil:
 			row.state = fmt.Sprintf("canary starting (%d of %d ready)", v.CanaryReady, v.CanaryDesired)
+		case s.NotReadySince != nil:
+			row.state = fmt.Sprintf("canary not ready (%d of %d ready)", v.CanaryReady, v.CanaryDesired)
 		}
 	}
 	return row
@@ -292,12 +346,19 @@ func awaitsApproval(v statusView, st policy.Step) bool {
 }
 
 // holdNext says what follows the current step and when: the hold runs
-// from the moment all canary pods were Ready, and with an analysis it ends
-// only on passing evidence (inconclusive checks never count as a pass).
+// from the moment all canary pods were Ready, stops while the step is
+// stalled, and with an analysis ends only on passing evidence
+// (inconclusive checks never count as a pass).
 func holdNext(v statusView, i int, st policy.Step) string {
 	s := v.State
 	if s.HoldingSince == nil {
-		return "wait for canary pods to be ready"
+		return "wait for canary pods to be ready" + readyTimeoutLeft(v)
+	}
+	if s.StalledSince != nil {
+		return "hold paused for " + since(v.Now, s.StalledSince.Time) + readyTimeoutLeft(v)
+	}
+	if s.Policy.Analysis != nil && s.PassedSince == nil && noData(v.Evidence) {
+		return "hold cannot complete until the checks pass (no data)"
 	}
 	left := st.Hold.Duration - v.Now.Sub(s.HoldingSince.Time)
 	next := nextAfter(i, len(s.Policy.Steps))
@@ -314,29 +375,77 @@ func holdNext(v statusView, i int, st policy.Step) string {
 	}
 }
 
-// checkLines lists the checks of the last evaluation of this step, or
-// "pending" when there is none yet.
-func checkLines(s *rollout.State) []string {
-	stale := s.LastAnalysis != nil && s.StepStartedAt != nil && s.LastAnalysis.Before(s.StepStartedAt)
-	if len(s.Checks) == 0 || stale {
+// readyTimeoutLeft is " (readyTimeout in 4m10s)" while the canary has fewer
+// Ready pods than wanted: the rollout rolls back when it runs out.
+func readyTimeoutLeft(v statusView) string {
+	s := v.State
+	if s.NotReadySince == nil || s.Policy.Health.ReadyTimeout.Duration <= 0 {
+		return ""
+	}
+	left := s.Policy.Health.ReadyTimeout.Duration - v.Now.Sub(s.NotReadySince.Time)
+	return fmt.Sprintf(" (readyTimeout in %s)", since(v.Now.Add(left), v.Now))
+}
+
+// noData reports whether a check of the last evaluation was inconclusive
+// (no data, Prometheus unreachable): such an evaluation is never a pass,
+// so the hold cannot complete on it.
+func noData(ev rollout.Evidence) bool {
+	for _, c := range ev.Checks {
+		if c.Result == policy.Inconclusive {
+			return true
+		}
+	}
+	return false
+}
+
+// checkLines lists the checks of the last evaluation of this attempt's
+// step, or "pending" when there is none yet.
+func checkLines(v statusView) []string {
+	s, ev := v.State, v.Evidence
+	stale := s.StepStartedAt != nil && ev.At.Before(s.StepStartedAt)
+	if len(ev.Checks) == 0 || stale {
 		return []string{pending}
 	}
-	lines := make([]string, len(s.Checks))
-	for i, c := range s.Checks {
-		lines[i] = formatCheck(c)
+	lines := make([]string, len(ev.Checks))
+	for i, c := range ev.Checks {
+		lines[i] = formatCheck(c, isRatio(s.Policy.Analysis, c.Check))
 	}
 	return lines
 }
 
+// isRatio reports whether the named check holds the canary to a maxRatio
+// of stable: its value and bound are multiples of the stable value.
+func isRatio(a *policy.Analysis, check string) bool {
+	if a == nil {
+		return false
+	}
+	for _, c := range a.Checks {
+		if c.Name == check {
+			return c.MaxRatio != nil
+		}
+	}
+	return false
+}
+
 // formatCheck shows a check's value against its bound and the verdict:
-// "error-rate 0.002 <= 0.01 ✓", "error-rate 0.072 > 0.01 ✗".
-func formatCheck(c policy.CheckResult) string {
+// "error-rate 0.002 <= 0.01 ✓", "error-rate 0.072 > 0.01 ✗", and for a
+// maxRatio check, whose value is canary / stable, "p99-latency 1.31×
+// stable > 1.2× ✗".
+func formatCheck(c policy.CheckResult, ratio bool) string {
 	op := orDash(c.Op)
 	bound := formatNumber(c.Bound)
+	unit := ""
+	if ratio {
+		bound += "×"
+		unit = "× stable"
+	}
 	if c.Value == nil {
+		if ratio {
+			return fmt.Sprintf("%s no data (want %s %s stable)", c.Check, op, bound)
+		}
 		return fmt.Sprintf("%s no data (want %s %s)", c.Check, op, bound)
 	}
-	value := formatNumber(*c.Value)
+	value := formatNumber(*c.Value) + unit
 	switch c.Result {
 	case policy.Pass:
 		return fmt.Sprintf("%s %s %s %s %s", c.Check, value, op, bound, markPass)

@@ -17,11 +17,12 @@ import (
 	"github.com/fledge-dev/fledge/rollout"
 )
 
-// defaultSteerTimeout is how long a command waits for the router to take it.
+// defaultSteerTimeout is how long a command waits for fledge to take it,
+// and undo for the Deployment to be unpaused.
 const defaultSteerTimeout = 30 * time.Second
 
 func newPromoteCommand(e *env) *cobra.Command {
-	var full bool
+	var full, force bool
 	timeout := defaultSteerTimeout
 	cmd := &cobra.Command{
 		Use:   "promote NAME",
@@ -30,6 +31,14 @@ func newPromoteCommand(e *env) *cobra.Command {
 for the rest of the hold; on a step with approval: manual this is the approval.
 With --full the remaining steps are skipped and the new version is promoted to
 all pods.
+
+Before it asks, it checks every Service of the namespace that selects the
+stable pods: one that does not also select the canary pods (its selector has a
+label the new version changed, such as version: v1) sends the canary no
+traffic, so the canary was never judged on it, and after the promotion it would
+have no endpoints at all. The router holds such a rollout and never promotes it
+on its own; promote refuses too, naming the Service and the label, unless
+--force.
 
 The command sets the annotation fledge.dev/command on the Deployment (promote or
 promote-full) and waits until the router takes it and clears the annotation.
@@ -43,10 +52,11 @@ the command fails: a late router must not act on a command reported as failed.`,
 			if full {
 				command = rollout.CommandPromoteFull
 			}
-			return runSteer(cmd.Context(), e, args[0], command, timeout)
+			return runSteer(cmd.Context(), e, args[0], command, steerOptions{timeout: timeout, force: force})
 		},
 	}
 	cmd.Flags().BoolVar(&full, "full", false, "skip the remaining steps and promote to 100%")
+	cmd.Flags().BoolVar(&force, "force", false, "promote even when a Service that selects the stable pods does not select the canary pods")
 	cmd.Flags().DurationVar(&timeout, "timeout", timeout, "how long to wait for the router to take the command")
 	return cmd
 }
@@ -66,50 +76,130 @@ not within --timeout, the annotation is removed again and the command fails.`,
 		Example: "  kubectl fledge " + use + " web",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runSteer(cmd.Context(), e, args[0], command, timeout)
+			return runSteer(cmd.Context(), e, args[0], command, steerOptions{timeout: timeout})
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", timeout, "how long to wait for the router to take the command")
 	return cmd
 }
 
-// runSteer sends command to the router through the Deployment's
-// fledge.dev/command annotation and waits for the router to clear it.
-func runSteer(ctx context.Context, e *env, name, command string, timeout time.Duration) error {
+func newRetryCommand(e *env) *cobra.Command {
+	timeout := defaultSteerTimeout
+	cmd := &cobra.Command{
+		Use:   "retry NAME",
+		Short: "Roll out the failed revision NAME holds again, as a new attempt on fresh evidence",
+		Long: `Starts a new rollout of the failed revision that Deployment NAME holds after a
+rollback or an abort: the same pod template, from the first step, as a new
+attempt. The attempt is judged on fresh evidence only: new canary pods
+(labelled fledge.dev/attempt with the attempt's number, so they get new names
+and new Prometheus series) and none of an earlier attempt's metrics or pod
+restarts. Use it once what made the revision fail is fixed outside its template
+(a dependency, a database, a configuration the pods read), or to rule out a
+fluke.
+
+Retry applies only while NAME holds a failed revision; it is refused while a
+rollout runs and after a success. To leave the failed revision instead:
+kubectl fledge undo NAME, or apply another template.
+
+The command sets the annotation fledge.dev/command=retry on the Deployment.
+fledge's webhook takes it, since it resolves the policy (as the namespace has it
+now), starts the new rollout and clears the annotation in the same write. If
+that does not happen within --timeout, the annotation is removed again and the
+command fails.`,
+		Example: "  kubectl fledge retry web",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runSteer(cmd.Context(), e, args[0], rollout.CommandRetry, steerOptions{timeout: timeout})
+		},
+	}
+	cmd.Flags().DurationVar(&timeout, "timeout", timeout, "how long to wait for fledge to take the command")
+	return cmd
+}
+
+// steerOptions are the flags of the commands that steer a rollout.
+type steerOptions struct {
+	// timeout is how long to wait for fledge to take the command.
+	timeout time.Duration
+	// force sends a promotion although a Service misses the canary.
+	force bool
+}
+
+// runSteer sends command to fledge through the Deployment's
+// fledge.dev/command annotation and waits for fledge to clear it: the
+// router takes every command but retry, which the webhook takes.
+func runSteer(ctx context.Context, e *env, name, command string, o steerOptions) error {
 	cs, ns, err := e.connect()
 	if err != nil {
 		return err
 	}
-	v, err := getStatusView(ctx, cs, ns, name, e.clock.Now())
+	stable, canary, err := getDeployments(ctx, cs, ns, name)
+	if err != nil {
+		return err
+	}
+	v, err := newStatusView(stable, canary, e.clock.Now())
 	if err != nil {
 		return err
 	}
 	if err := steerable(v, command); err != nil {
 		return err
 	}
+	if (command == rollout.CommandPromote || command == rollout.CommandPromoteFull) && !o.force {
+		t, err := getTraffic(ctx, cs, stable)
+		if err != nil {
+			return fmt.Errorf("%w (promote checks that every Service reaches the canary; --force skips the check)", err)
+		}
+		if err := serviceGaps(stable, canary, v, t); err != nil {
+			return err
+		}
+	}
 	if err := setCommand(ctx, cs, ns, name, command); err != nil {
 		return err
 	}
-	taken, err := waitTaken(ctx, cs, ns, name, command, timeout, e.poll)
+	taken, err := waitTaken(ctx, cs, ns, name, command, o.timeout, e.poll)
 	if err != nil {
 		return err
 	}
 	if !taken {
-		return notTaken(ctx, cs, ns, name, command, timeout)
+		return notTaken(ctx, cs, ns, name, command, o.timeout)
+	}
+	if command == rollout.CommandRetry {
+		return retryStarted(ctx, e, cs, ns, name, v)
 	}
 	fmt.Fprintf(e.out, "%s: %s accepted\n", name, command)
 	return nil
 }
 
-// steerable refuses, before sending it, a command the router would only
-// clear and ignore: no rollout, a rollout already ending, resume of a
-// rollout that is not paused.
+// retryStarted says which attempt the retry started, from the state the
+// webhook wrote as it took the command. A retry cleared without a new
+// attempt was ignored: the router clears commands it cannot act on.
+func retryStarted(ctx context.Context, e *env, cs kubernetes.Interface, ns, name string, before statusView) error {
+	v, err := getStatusView(ctx, cs, ns, name, e.clock.Now())
+	if err != nil {
+		return err
+	}
+	if v.State == nil || v.State.Attempt <= before.Outcome.Attempt {
+		return fmt.Errorf("the retry of %s was cleared, but no new attempt started; its Events say why: kubectl -n %s events --for deployment/%s", name, ns, name)
+	}
+	fmt.Fprintf(e.out, "%s: retry accepted: attempt %d of revision %s started\n", name, v.State.Attempt, v.State.CanaryRevision)
+	return nil
+}
+
+// steerable refuses, before sending it, a command fledge would only clear
+// and ignore: no rollout, a rollout already ending, resume of a rollout
+// that is not paused, retry of a revision that is not held.
 func steerable(v statusView, command string) error {
+	if command == rollout.CommandRetry {
+		return retryable(v)
+	}
 	verb := strings.TrimSuffix(command, "-full")
 	if v.State == nil {
 		msg := fmt.Sprintf("%s has no rollout in progress; nothing to %s", v.Name, verb)
 		if v.Outcome != nil {
 			msg += fmt.Sprintf(" (the last one ended %s)", rolloutSummary(v))
+		}
+		if v.Holding {
+			msg += fmt.Sprintf("; %s holds the failed revision %s: kubectl fledge retry %s releases it again, kubectl fledge undo %s goes back to the stable revision",
+				v.Name, v.Outcome.CanaryRevision, v.Name, v.Name)
 		}
 		return errors.New(msg)
 	}
@@ -120,6 +210,24 @@ func steerable(v statusView, command string) error {
 		return fmt.Errorf("the rollout of %s is %s, not paused; nothing to resume", v.Name, v.State.Phase)
 	}
 	return nil
+}
+
+// retryable refuses a retry unless the Deployment holds a failed revision.
+func retryable(v statusView) error {
+	switch {
+	case v.State != nil:
+		return fmt.Errorf("a rollout of %s is running (%s): nothing to retry; retry releases again a failed revision that %s holds after a rollback or an abort",
+			v.Name, phaseLine(v.State), v.Name)
+	case v.Holding:
+		return nil
+	case v.Outcome == nil:
+		return fmt.Errorf("%s holds no failed revision: nothing to retry (no rollout recorded)", v.Name)
+	case v.Outcome.Failed():
+		return fmt.Errorf("%s holds no failed revision: nothing to retry (the last rollout ended %s, and %s no longer has its template, revision %s)",
+			v.Name, rolloutSummary(v), v.Name, v.Outcome.CanaryRevision)
+	default:
+		return fmt.Errorf("%s holds no failed revision: nothing to retry (the last rollout ended %s)", v.Name, rolloutSummary(v))
+	}
 }
 
 // setCommand writes the annotation with a merge patch, which leaves every
@@ -137,7 +245,7 @@ func setCommand(ctx context.Context, cs kubernetes.Interface, ns, name, command 
 	return nil
 }
 
-// waitTaken polls until the annotation no longer holds command: the router
+// waitTaken polls until the annotation no longer holds command: fledge
 // consumed it. It reports false when timeout passed first.
 func waitTaken(ctx context.Context, cs kubernetes.Interface, ns, name, command string, timeout, poll time.Duration) (bool, error) {
 	err := wait.PollUntilContextTimeout(ctx, poll, timeout, false, func(ctx context.Context) (bool, error) {
@@ -173,8 +281,12 @@ func notTaken(ctx context.Context, cs kubernetes.Interface, ns, name, command st
 	if _, err := cs.AppsV1().Deployments(ns).Patch(ctx, name, types.JSONPatchType, patch, metav1.PatchOptions{}); err != nil {
 		withdrawn = fmt.Sprintf("withdrawing it failed (%v): remove it with kubectl annotate -n %s deployment %s %s-", err, ns, name, rollout.AnnotationCommand)
 	}
-	return fmt.Errorf("the router did not take %q for deployment %s within %s; %s. Is fledge running (kubectl -n fledge-system get pods)? %s",
-		command, name, timeout, withdrawn, namespaceHint(ctx, cs, ns))
+	taker := "the router"
+	if command == rollout.CommandRetry {
+		taker = "fledge's webhook"
+	}
+	return fmt.Errorf("%s did not take %q for deployment %s within %s; %s. Is fledge running (kubectl -n fledge-system get pods)? %s",
+		taker, command, name, timeout, withdrawn, namespaceHint(ctx, cs, ns))
 }
 
 // namespaceHint says whether the namespace opted in, when the user may

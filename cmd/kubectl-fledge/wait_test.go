@@ -11,9 +11,9 @@ import (
 	"github.com/fledge-dev/fledge/rollout"
 )
 
-func outcomeFor(canary string, phase rollout.Phase, finished time.Duration) *rollout.Outcome {
+func outcomeFor(attempt int32, canary string, phase rollout.Phase, finished time.Duration) *rollout.Outcome {
 	o := rolledBackAtStep3()
-	o.CanaryRevision, o.Phase, o.FinishedAt = canary, phase, *at(finished)
+	o.Attempt, o.CanaryRevision, o.Phase, o.FinishedAt = attempt, canary, phase, *at(finished)
 	if phase == rollout.Succeeded {
 		o.Reason = nil
 	}
@@ -21,8 +21,10 @@ func outcomeFor(canary string, phase rollout.Phase, finished time.Duration) *rol
 }
 
 func TestWaiter(t *testing.T) {
-	running := runningAtStep2() // canary revision 8c7b6a5d4e
-	older := outcomeFor("0000000000", rollout.Succeeded, time.Minute)
+	running := runningAtStep2() // attempt 2, canary revision 8c7b6a5d4e
+	older := outcomeFor(1, "0000000000", rollout.Succeeded, time.Minute)
+	firstAttempt := outcomeFor(1, "8c7b6a5d4e", rollout.RolledBack, time.Minute)
+	unnumbered := func(s *rollout.State) *rollout.State { s.Attempt = 0; return s }
 	for _, tc := range []struct {
 		name  string
 		views []statusView // seen in this order, the wait started at now
@@ -32,24 +34,38 @@ func TestWaiter(t *testing.T) {
 		views: []statusView{{State: running, Outcome: older}},
 	}, {
 		name:  "the outcome of the rollout seen running ends it",
-		views: []statusView{{State: running, Outcome: older}, {Outcome: outcomeFor("8c7b6a5d4e", rollout.RolledBack, time.Minute)}},
+		views: []statusView{{State: running, Outcome: older}, {Outcome: outcomeFor(2, "8c7b6a5d4e", rollout.RolledBack, time.Minute)}},
 		ends:  true,
 	}, {
 		name:  "an older outcome left while the state was already removed does not end it",
 		views: []statusView{{State: running, Outcome: older}, {Outcome: older}},
 	}, {
+		name:  "the outcome of an earlier attempt of the same revision does not end it (a retry)",
+		views: []statusView{{State: running, Outcome: firstAttempt}, {Outcome: firstAttempt}},
+	}, {
+		name:  "the outcome of the retry seen running ends it",
+		views: []statusView{{State: running, Outcome: firstAttempt}, {Outcome: outcomeFor(2, "8c7b6a5d4e", rollout.RolledBack, time.Minute)}},
+		ends:  true,
+	}, {
+		name: "rollouts from before attempts were numbered are told by revision",
+		views: []statusView{
+			{State: unnumbered(runningAtStep2()), Outcome: older},
+			{Outcome: outcomeFor(0, "8c7b6a5d4e", rollout.Succeeded, time.Minute)},
+		},
+		ends: true,
+	}, {
 		name:  "an outcome from before the wait, of a rollout not seen, does not end it",
 		views: []statusView{{Outcome: older}},
 	}, {
 		name:  "an outcome finished after the wait began ends it, even unseen",
-		views: []statusView{{Outcome: older}, {Outcome: outcomeFor("1111111111", rollout.Succeeded, 200*time.Second)}},
+		views: []statusView{{Outcome: older}, {Outcome: outcomeFor(2, "1111111111", rollout.Succeeded, 200*time.Second)}},
 		ends:  true,
 	}, {
 		name: "a superseded canary's outcome still counts",
 		views: []statusView{
 			{State: running},
-			{State: func() *rollout.State { s := runningAtStep2(); s.CanaryRevision = "2222222222"; return s }()},
-			{Outcome: outcomeFor("2222222222", rollout.Succeeded, time.Minute)},
+			{State: func() *rollout.State { s := runningAtStep2(); s.Attempt, s.CanaryRevision = 3, "2222222222"; return s }()},
+			{Outcome: outcomeFor(3, "2222222222", rollout.Succeeded, time.Minute)},
 		},
 		ends: true,
 	}} {
@@ -93,7 +109,7 @@ func router(t *testing.T, h *harness, started <-chan struct{}, changes ...func(a
 }
 
 func TestStatusWait(t *testing.T) {
-	older := outcomeFor("0000000000", rollout.RolledBack, time.Minute)
+	older := outcomeFor(1, "0000000000", rollout.RolledBack, time.Minute)
 	for _, tc := range []struct {
 		name     string
 		changes  func(t *testing.T) []func(map[string]string)
@@ -108,7 +124,7 @@ func TestStatusWait(t *testing.T) {
 				// The router may remove the state before it writes the outcome.
 				func(a map[string]string) { delete(a, rollout.AnnotationState) },
 				func(a map[string]string) {
-					a[rollout.AnnotationLast] = mustJSON(t, outcomeFor("8c7b6a5d4e", rollout.Succeeded, time.Minute))
+					a[rollout.AnnotationLast] = mustJSON(t, outcomeFor(2, "8c7b6a5d4e", rollout.Succeeded, time.Minute))
 				},
 			}
 		},
@@ -119,7 +135,7 @@ func TestStatusWait(t *testing.T) {
 		changes: func(t *testing.T) []func(map[string]string) {
 			return []func(map[string]string){func(a map[string]string) {
 				delete(a, rollout.AnnotationState)
-				a[rollout.AnnotationLast] = mustJSON(t, outcomeFor("8c7b6a5d4e", rollout.RolledBack, time.Minute))
+				a[rollout.AnnotationLast] = mustJSON(t, outcomeFor(2, "8c7b6a5d4e", rollout.RolledBack, time.Minute))
 			}}
 		},
 		wantCode: 1,
@@ -154,7 +170,7 @@ func TestStatusWait(t *testing.T) {
 }
 
 func TestStatusWaitWithoutRolloutSaysSoAndTimesOut(t *testing.T) {
-	h := newHarness(deployment(t, "web", 3, nil, outcomeFor("0000000000", rollout.Succeeded, time.Minute)))
+	h := newHarness(deployment(t, "web", 3, nil, outcomeFor(1, "0000000000", rollout.Succeeded, time.Minute)))
 	code := h.run(t, "status", "web", "--wait", "--timeout", "200ms")
 	if code != exitTimeout {
 		t.Errorf("exit code %d, want %d", code, exitTimeout)
@@ -180,7 +196,7 @@ func TestStatusWatchPrintsEachChangeAfterABlankLine(t *testing.T) {
 			// at their latest; this one waits for the paused table.
 			waitForOutput(t, h, "Phase:       Paused")
 			delete(a, rollout.AnnotationState)
-			a[rollout.AnnotationLast] = mustJSON(t, outcomeFor("8c7b6a5d4e", rollout.Aborted, time.Minute))
+			a[rollout.AnnotationLast] = mustJSON(t, outcomeFor(2, "8c7b6a5d4e", rollout.Aborted, time.Minute))
 		},
 	)
 	// --wait ends the watch when the rollout ends.
@@ -207,6 +223,20 @@ func waitForOutput(t *testing.T, h *harness, text string) {
 		}
 	}
 	t.Errorf("no %q in the output after 10s", text)
+}
+
+func TestStatusWaitOnAHeldRevisionFailsAtOnce(t *testing.T) {
+	web, rs := heldWeb(t)
+	o, _ := rollout.ParseOutcome(web)
+	h := newHarness(web, rs)
+	if code := h.run(t, "status", "web", "--wait", "--timeout", "1m"); code != exitFailed {
+		t.Errorf("exit code %d, want %d: the applied version is not live, and applying it again starts nothing", code, exitFailed)
+	}
+	want := "error: the rollout of web ended RolledBack: " + reasonText(o.Reason) + "; web holds revision " + o.CanaryRevision +
+		", paused, and applying it again releases nothing: kubectl fledge retry web releases it again, kubectl fledge undo web goes back\n"
+	if h.errOut.String() != want {
+		t.Errorf("stderr:\n%s\nwant:\n%s", h.errOut, want)
+	}
 }
 
 func TestStatusOfAMissingDeployment(t *testing.T) {
