@@ -15,7 +15,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 .PHONY: demo
-demo: tools build ## the demo: a healthy release promoted, a broken one rolled back at 50% (about 2 minutes)
+demo: tools build ## the demo: a healthy release promoted, a broken one rolled back at 50%, held, undone (about 2 minutes)
 	$(BIN)/fledge-lab demo
 
 .PHONY: build

@@ -9,15 +9,18 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
 
 	"golang.org/x/term"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
 
 	"github.com/fledge-dev/fledge/rollout"
 	"github.com/fledge-dev/fledge/test/lab"
@@ -25,9 +28,12 @@ import (
 
 // The demo plays the seed's process table on the lab: a healthy release
 // grows 5% → 25% → 50% and is promoted, a broken one is caught at 50% and
-// rolled back. Everything a person would type goes through real kubectl and
-// the real plugin, so the demo shows what using fledge looks like, not a
-// simulation of it.
+// rolled back. The Deployment then holds the broken revision (paused on the
+// template applied, the stable pods serving), which applying it again does
+// not change, until `kubectl fledge undo` puts the stable template back.
+// Everything a person would type goes through real kubectl and the real
+// plugin, so the demo shows what using fledge looks like, not a simulation
+// of it.
 const (
 	demoNamespace = "demo"
 	demoApp       = "web"
@@ -122,7 +128,10 @@ func demoIntro(hold time.Duration) string {
   1. web v1 serves %d requests a second from %d pods, in a namespace that opted in to fledge.
   2. v2, healthy, is applied with kubectl: fledge gives it 5%%, 25%%, 50%% of the pods (and so of
      the traffic), holding %s, %s and %s while Prometheus checks its error rate, then promotes it.
-  3. v3, which starts failing after a while, is applied: caught at 50%%, it is rolled back.
+  3. v3, which starts failing after a while, is applied: caught at 50%%, it is rolled back. web
+     then holds v3: the Deployment stays paused on the template applied while v2's pods serve
+     everyone, and applying v3 again changes nothing.
+  4. kubectl fledge undo puts v2's template back and unpauses web: none of its pods is replaced.
 
 `, demoRPS, demoReplicas, hold, hold, 2*hold)
 }
@@ -169,11 +178,29 @@ type demoRun struct {
 // release is one `kubectl apply` of a new version and the rollout it made.
 type release struct {
 	tag, what string
+	env       []string
 	applied   time.Time
 	outcome   *rollout.Outcome
+	// hold is what followed a rollback: the Deployment held the failed
+	// revision until kubectl fledge undo; nil when nothing was held.
+	hold *holdRecord
 }
 
-// run sets up v1 and its users, then releases v2 and v3.
+// holdRecord is what the demo saw while web held a failed revision and when
+// kubectl fledge undo took it back to the stable one.
+type holdRecord struct {
+	stableTag string
+	// serving is how many pods of the stable version served while held.
+	serving int
+	// undone is set once web was back on the stable template, unpaused,
+	// every pod Ready; replaced is how many of the pods that served while
+	// held were replaced on the way (none: nothing rolls).
+	undone   bool
+	replaced int
+}
+
+// run sets up v1 and its users, releases v2 and v3, shows web holding v3
+// after its rollback, and undoes it.
 func (d *demoRun) run(ctx context.Context) error {
 	if err := d.setUp(ctx); err != nil {
 		return err
@@ -204,9 +231,25 @@ func (d *demoRun) run(ctx context.Context) error {
 	if err := d.afterRollback(ctx); err != nil {
 		return err
 	}
+	if v3.outcome.Failed() {
+		if err := d.showHold(ctx, v3, v2.tag); err != nil {
+			return d.failed(stopTraffic, err, v2, v3)
+		}
+		if err := d.undo(ctx, v3); err != nil {
+			return d.failed(stopTraffic, err, v2, v3)
+		}
+	}
 	stopTraffic()
 	d.summary(v2, v3)
 	return caughtAtHalf(v3.outcome)
+}
+
+// failed ends a run that went wrong after its releases: the summary still
+// shows what was seen.
+func (d *demoRun) failed(stopTraffic func(), err error, releases ...*release) error {
+	stopTraffic()
+	d.summary(releases...)
+	return err
 }
 
 // setUp applies what a team would have before its first release: the
@@ -232,20 +275,32 @@ func (d *demoRun) setUp(ctx context.Context) error {
 // waitServing waits until all the Deployment's pods run tag, are Ready and
 // have a demo process answering for them.
 func (d *demoRun) waitServing(ctx context.Context, tag string) error {
-	image := lab.DemoImage + ":" + tag
-	return d.waitFor(ctx, fmt.Sprintf("%d pods of %s serving", demoReplicas, image), func(ctx context.Context) (bool, error) {
-		pods, err := d.lab.Client.CoreV1().Pods(demoNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app=" + demoApp})
-		if err != nil {
-			return false, nil
-		}
-		serving := 0
-		for _, p := range pods.Items {
-			if p.DeletionTimestamp == nil && p.Spec.Containers[0].Image == image && podReady(&p) && p.Annotations[lab.PortAnnotation] != "" {
-				serving++
-			}
-		}
-		return serving == demoReplicas, nil
+	return d.waitFor(ctx, fmt.Sprintf("%d pods of %s:%s serving", demoReplicas, lab.DemoImage, tag), func(ctx context.Context) (bool, error) {
+		names, err := d.servingPods(ctx, tag)
+		return err == nil && len(names) == demoReplicas, nil
 	})
+}
+
+// servingPods lists the pods of web serving tag, by name.
+func (d *demoRun) servingPods(ctx context.Context, tag string) ([]string, error) {
+	pods, err := d.lab.Client.CoreV1().Pods(demoNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app=" + demoApp})
+	if err != nil {
+		return nil, fmt.Errorf("demo: list the pods of web: %w", err)
+	}
+	return serving(pods.Items, lab.DemoImage+":"+tag), nil
+}
+
+// serving names the pods that run image, are Ready, are not being deleted
+// and have a demo process answering for them.
+func serving(pods []corev1.Pod, image string) []string {
+	var names []string
+	for _, p := range pods {
+		if p.DeletionTimestamp == nil && len(p.Spec.Containers) > 0 && p.Spec.Containers[0].Image == image &&
+			podReady(&p) && p.Annotations[lab.PortAnnotation] != "" {
+			names = append(names, p.Name)
+		}
+	}
+	return names
 }
 
 func podReady(p *corev1.Pod) bool {
@@ -287,7 +342,7 @@ func (d *demoRun) startTraffic(ctx context.Context) (func(), error) {
 // release applies web at tag with env, follows its rollout with the
 // plugin until it ends, and returns the outcome fledge recorded.
 func (d *demoRun) release(ctx context.Context, tag, what, expect string, env ...string) (*release, error) {
-	r := &release{tag: tag, what: what}
+	r := &release{tag: tag, what: what, env: env}
 	fmt.Fprintf(d.out, "\n== web %s: %s ==\n", tag, what)
 	fmt.Fprintf(d.out, "fledge-lab: %s\n", expect)
 	applying := fmt.Sprintf("web %s: image %s:%s", tag, lab.DemoImage, tag)
@@ -431,6 +486,181 @@ func wholeSeconds(t *lab.Traffic, from time.Time) (lab.TrafficStats, int) {
 	return t.Between(first, last), n
 }
 
+// Columns that show a Deployment holding a failed revision: paused, its
+// template the version applied, its pods Ready (they are the stable
+// ReplicaSet's). The stable selector leaves canary ReplicaSets out.
+const (
+	holdColumns    = "custom-columns=NAME:.metadata.name,PAUSED:.spec.paused,TEMPLATE:.spec.template.spec.containers[0].image,READY:.status.readyReplicas"
+	stableSelector = "app=" + demoApp + ",!" + rollout.LabelTrack
+)
+
+// showHold shows web holding the failed revision of r, the way a person or
+// a GitOps tool finds it: fledge's status, the Deployment paused on the
+// template applied, the stable ReplicaSet serving every pod; then applies
+// r's manifest again, which must change nothing. It records in r.hold what
+// it verified, for the summary.
+func (d *demoRun) showHold(ctx context.Context, r *release, stableTag string) error {
+	fmt.Fprintf(d.out, "\n== web holds %s: paused on the template applied, %s serving ==\n", r.tag, stableTag)
+	if err := d.checkHeld(ctx, r.outcome); err != nil {
+		return err
+	}
+	for _, args := range [][]string{
+		{"fledge", "status", demoApp, "-n", demoNamespace},
+		{"get", "deployment", demoApp, "-n", demoNamespace, "-o", holdColumns},
+		{"get", "replicasets", "-n", demoNamespace, "-l", stableSelector, "-o", "wide"},
+	} {
+		if err := d.shown(ctx, args...); err != nil {
+			return err
+		}
+	}
+	if err := d.apply(ctx, webYAML(r.tag, r.env...), fmt.Sprintf("web %s again, as a GitOps tool re-syncing it would", r.tag)); err != nil {
+		return err
+	}
+	if err := d.checkHeld(ctx, r.outcome); err != nil {
+		return err
+	}
+	if err := d.waitServing(ctx, stableTag); err != nil {
+		return err
+	}
+	r.hold = &holdRecord{stableTag: stableTag, serving: demoReplicas}
+	fmt.Fprintf(d.out, "fledge-lab: web holds %s: paused on %s's template as applied (no drift for a GitOps tool), %d pods of %s serve, "+
+		"and applying %s again released nothing\n", r.tag, r.tag, demoReplicas, stableTag, r.tag)
+	return nil
+}
+
+// undo runs kubectl fledge undo on the held r, waits until web is back on
+// the stable template, unpaused, every pod Ready, and shows what kubectl
+// rollout status says then and what users saw.
+func (d *demoRun) undo(ctx context.Context, r *release) error {
+	h := r.hold
+	fmt.Fprintf(d.out, "\n== kubectl fledge undo: web back on %s's template ==\n", h.stableTag)
+	before, err := d.servingPods(ctx, h.stableTag)
+	if err != nil {
+		return err
+	}
+	from := time.Now()
+	if err := d.shown(ctx, "fledge", "undo", demoApp, "-n", demoNamespace); err != nil {
+		return err
+	}
+	if err := d.waitFor(ctx, fmt.Sprintf("web unpaused on %s's template, all its pods Ready", h.stableTag), func(ctx context.Context) (bool, error) {
+		dep, err := d.lab.Client.AppsV1().Deployments(demoNamespace).Get(ctx, demoApp, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		return undone(dep, r.outcome)
+	}); err != nil {
+		return err
+	}
+	if err := d.waitServing(ctx, h.stableTag); err != nil {
+		return err
+	}
+	after, err := d.servingPods(ctx, h.stableTag)
+	if err != nil {
+		return err
+	}
+	h.undone, h.replaced = true, replaced(before, after)
+	if err := d.shown(ctx, "rollout", "status", "deployment/"+demoApp, "-n", demoNamespace, "--timeout=1m"); err != nil {
+		return err
+	}
+	fmt.Fprintf(d.out, "fledge-lab: web is unpaused on %s's template; %s\n", h.stableTag, replacedText(h.replaced, h.serving))
+	if err := sleep(ctx, 3*time.Second); err != nil {
+		return err
+	}
+	s, n := wholeSeconds(d.traffic, from)
+	fmt.Fprintf(d.out, "fledge-lab: users in %ds since kubectl fledge undo: %s\n", n, failures(s))
+	return nil
+}
+
+// checkHeld reads web and checks that it holds the failed revision of o.
+func (d *demoRun) checkHeld(ctx context.Context, o *rollout.Outcome) error {
+	dep, err := d.lab.Client.AppsV1().Deployments(demoNamespace).Get(ctx, demoApp, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("demo: read deployment web: %w", err)
+	}
+	return heldFailed(dep, o)
+}
+
+// heldFailed checks that d holds the failed revision of its rollout o, as
+// ARCHITECTURE.md's "Rollback" says: no rollout since o, its template still
+// the one rolled out, and paused, so that its stable ReplicaSet serves.
+func heldFailed(d *appsv1.Deployment, o *rollout.Outcome) error {
+	last, err := rollout.ParseOutcome(d)
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	switch {
+	case d.Annotations[rollout.AnnotationState] != "" || last == nil || last.Attempt != o.Attempt || !last.FinishedAt.Equal(&o.FinishedAt):
+		return fmt.Errorf("demo: %s started another rollout after its rollback; it should hold the failed revision %s", d.Name, o.CanaryRevision)
+	case !rollout.Holds(d, o):
+		return fmt.Errorf("demo: %s does not hold the failed revision %s: its template is revision %s; a rollback leaves the template as applied",
+			d.Name, o.CanaryRevision, rollout.TemplateHash(&d.Spec.Template))
+	case !d.Spec.Paused:
+		return fmt.Errorf("demo: %s holds the failed revision %s but is not paused: the Deployment controller would roll it out", d.Name, o.CanaryRevision)
+	}
+	return nil
+}
+
+// undone reports whether d is back on the stable revision of o, unpaused,
+// with the Deployment controller done: every pod of that template Ready,
+// none of another. A rollout started instead is an error.
+func undone(d *appsv1.Deployment, o *rollout.Outcome) (bool, error) {
+	if d.Annotations[rollout.AnnotationState] != "" {
+		return false, fmt.Errorf("demo: kubectl fledge undo started a rollout of %s; it should put the stable revision %s back and unpause", d.Name, o.StableRevision)
+	}
+	want := ptr.Deref(d.Spec.Replicas, 1)
+	return !d.Spec.Paused && rollout.TemplateHash(&d.Spec.Template) == o.StableRevision &&
+		d.Status.ObservedGeneration >= d.Generation &&
+		d.Status.Replicas == want && d.Status.UpdatedReplicas == want && d.Status.ReadyReplicas == want, nil
+}
+
+// replaced counts the pods of before that are not in after.
+func replaced(before, after []string) int {
+	n := 0
+	for _, name := range before {
+		if !slices.Contains(after, name) {
+			n++
+		}
+	}
+	return n
+}
+
+// replacedText says how many of the n pods that served while held the undo
+// replaced.
+func replacedText(replaced, n int) string {
+	if replaced == 0 {
+		return fmt.Sprintf("none of its %d pods was replaced", n)
+	}
+	return fmt.Sprintf("%d of its %d pods were replaced", replaced, n)
+}
+
+// shown runs kubectl with args, showing the command line as a person would
+// type it and what kubectl says.
+func (d *demoRun) shown(ctx context.Context, args ...string) error {
+	line := shellLine(append([]string{"kubectl"}, args...))
+	fmt.Fprintln(d.out, "$ "+line)
+	if err := d.kubectl(ctx, args...).Run(); err != nil {
+		return fmt.Errorf("demo: %s: %w", line, err)
+	}
+	return nil
+}
+
+// shellLine joins words into a line a shell reads back as the same words,
+// quoting those with characters a shell would expand.
+func shellLine(words []string) string {
+	quoted := make([]string, len(words))
+	for i, w := range words {
+		quoted[i] = w
+		if w == "" || strings.IndexFunc(w, unsafeInShell) >= 0 {
+			quoted[i] = "'" + strings.ReplaceAll(w, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(quoted, " ")
+}
+
+func unsafeInShell(r rune) bool {
+	return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:=,@%+", r))
+}
+
 // caughtAtHalf checks that v3 ended as the seed's table says: issues
 // detected at 50% by the error-rate check, rolled back.
 func caughtAtHalf(o *rollout.Outcome) error {
@@ -472,7 +702,22 @@ func (d *demoRun) summary(releases ...*release) {
 		// Two seconds more: requests already sent to a canary pod as it
 		// was cut still count.
 		fmt.Fprintf(d.out, "  users during the rollout: %s\n", failures(d.traffic.Between(r.applied, o.FinishedAt.Add(2*time.Second))))
+		fmt.Fprint(d.out, r.hold.lines(r.tag))
 	}
+}
+
+// lines are the summary's account of what followed the rollback of tag:
+// the hold, and the undo when it completed.
+func (h *holdRecord) lines(tag string) string {
+	if h == nil {
+		return ""
+	}
+	s := fmt.Sprintf("  then web held %s: paused on its template, %d pods of %s serving; applying %s again released nothing\n",
+		tag, h.serving, h.stableTag, tag)
+	if h.undone {
+		s += fmt.Sprintf("  kubectl fledge undo put %s's template back and unpaused web: %s\n", h.stableTag, replacedText(h.replaced, h.serving))
+	}
+	return s
 }
 
 // endLine is how the rollout ended after its last step. Requests that fail
@@ -516,7 +761,7 @@ func endAction(p rollout.Phase) string {
 	if p == rollout.Succeeded {
 		return "the Deployment rolled to the new version (100%)"
 	}
-	return "the canary was cut and the stable version restored (100% stable)"
+	return "the canary was cut (100% stable)"
 }
 
 // failures says how many requests users saw fail, by track: "2000

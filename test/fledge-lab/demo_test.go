@@ -14,19 +14,25 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/fledge-dev/fledge/rollout"
 	"github.com/fledge-dev/fledge/test/lab"
 )
 
-// TestDemoPromotesV2AndRollsBackV3AtHalf runs `fledge-lab demo` as `make
-// demo` does, with short holds: kubectl shows fledge's admission warning,
-// the summary has v2 Succeeded through 5%, 25% and 50% with the measured
-// traffic following the pod counts and no failed request during the
-// steps, and v3 RolledBack by its error rate at 50% after two clean
-// steps; and nothing of the lab is left running.
-func TestDemoPromotesV2AndRollsBackV3AtHalf(t *testing.T) {
+// TestDemoPromotesV2RollsBackV3AtHalfAndUndoesIt runs `fledge-lab demo` as
+// `make demo` does, with short holds: kubectl shows fledge's admission
+// warning, the summary has v2 Succeeded through 5%, 25% and 50% with the
+// measured traffic following the pod counts and no failed request during
+// the steps, and v3 RolledBack by its error rate at 50% after two clean
+// steps; web then holds v3 paused with v2's pods serving, applying v3 again
+// is "unchanged", and kubectl fledge undo brings web back to v2 without
+// replacing a pod or failing a request; and nothing of the lab is left
+// running.
+func TestDemoPromotesV2RollsBackV3AtHalfAndUndoesIt(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a lab")
 	}
@@ -71,6 +77,21 @@ func TestDemoPromotesV2AndRollsBackV3AtHalf(t *testing.T) {
 	assert.Zero(t, rows[1].failed, "v3 is healthy at 25%")
 	assert.Positive(t, rows[2].failed, "v3 fails at 50%")
 	assert.Regexp(t, `(?m)^fledge-lab: users in \ds after the rollback: \d+ requests, 0 failed \(0\.0%\): stable 0 of \d+$`, text)
+
+	require.Contains(t, text, "\n== web holds v3: paused on the template applied, v2 serving ==\n")
+	hold := text[strings.Index(text, "\n== web holds v3"):strings.LastIndex(text, "== Summary ==\n")]
+	assert.Regexp(t, `(?m)^Holding: +revision `, hold, "kubectl fledge status says web holds v3")
+	assert.Regexp(t, `(?m)^NAME +PAUSED +TEMPLATE +READY\nweb +true +fledge/demo:v3 +10$`, hold)
+	assert.Regexp(t, `(?m)^web-\S+ +10 +10 +10 +\S+ +app +fledge/demo:v2 `, hold, "the stable ReplicaSet serves every pod")
+	assert.Contains(t, hold, "deployment.apps/web unchanged\nservice/web unchanged\n")
+	assert.Contains(t, hold, "fledge-lab: web holds v3: paused on v3's template as applied")
+	assert.Contains(t, hold, `deployment "web" successfully rolled out`+"\n")
+	assert.Regexp(t, `(?m)^fledge-lab: users in \ds since kubectl fledge undo: \d+ requests, 0 failed \(0\.0%\): stable 0 of \d+$`, hold)
+	assert.Regexp(t, `(?m)^web: back on the stable revision \w+ \(image fledge/demo:v2\), unpaused; git still holds fledge/demo:v3: `, hold,
+		"kubectl fledge undo says what it did, and that git must be reverted too")
+	assert.Contains(t, hold, "fledge-lab: web is unpaused on v2's template; none of its 10 pods was replaced\n")
+	assert.Contains(t, v3, "\n  then web held v3: paused on its template, 10 pods of v2 serving; applying v3 again released nothing\n"+
+		"  kubectl fledge undo put v2's template back and unpaused web: none of its 10 pods was replaced\n")
 	assert.Regexp(t, `(?m)^fledge-lab: the demo took \dm\d+s$`, text)
 
 	assert.Empty(t, processesMentioning(labDir), "processes of the lab still run")
@@ -158,4 +179,196 @@ func TestFailures(t *testing.T) {
 	}
 	assert.Equal(t, "2000 requests, 25 failed (1.2%): stable 1 of 1900, canary 19 of 95, no endpoint 5", failures(s))
 	assert.Equal(t, "no requests", failures(lab.TrafficStats{}))
+}
+
+func TestDemoIntro(t *testing.T) {
+	intro := demoIntro(15 * time.Second)
+	assert.Contains(t, intro, "holding 15s, 15s and 30s while Prometheus checks its error rate")
+	assert.Contains(t, intro, "web\n     then holds v3: the Deployment stays paused on the template applied while v2's pods serve\n")
+	assert.Contains(t, intro, "  4. kubectl fledge undo puts v2's template back and unpauses web: none of its pods is replaced.\n")
+}
+
+// webAt is web with the demo image at tag, paused or not, and the outcome
+// of its last rollout recorded.
+func webAt(t *testing.T, tag string, paused bool, o *rollout.Outcome) *appsv1.Deployment {
+	t.Helper()
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "demo", Generation: 7, Annotations: map[string]string{}},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](10),
+			Paused:   paused,
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "fledge/demo:" + tag}}},
+			},
+		},
+	}
+	if o != nil {
+		encoded, err := o.Encode()
+		require.NoError(t, err)
+		d.Annotations[rollout.AnnotationLast] = encoded
+	}
+	return d
+}
+
+// rolledBackV3 is the outcome of v3 rolled back from v2.
+func rolledBackV3(t *testing.T) *rollout.Outcome {
+	return &rollout.Outcome{
+		Phase: rollout.RolledBack, Attempt: 2,
+		StableRevision: rollout.TemplateHash(&webAt(t, "v2", false, nil).Spec.Template),
+		CanaryRevision: rollout.TemplateHash(&webAt(t, "v3", false, nil).Spec.Template),
+		FinishedAt:     metav1.NewMicroTime(time.Unix(1000, 0)),
+	}
+}
+
+func TestHeldFailed(t *testing.T) {
+	o := rolledBackV3(t)
+	later := *o
+	later.Attempt, later.FinishedAt = 3, metav1.NewMicroTime(time.Unix(2000, 0))
+	running := webAt(t, "v3", true, o)
+	running.Annotations[rollout.AnnotationState] = `{"phase":"Progressing"}`
+	tests := []struct {
+		name string
+		d    *appsv1.Deployment
+		err  string
+	}{
+		{"paused on the template applied after its rollback, web holds v3", webAt(t, "v3", true, o), ""},
+		{"a template set back to v2 is not a hold", webAt(t, "v2", false, o),
+			"demo: web does not hold the failed revision " + o.CanaryRevision + ": its template is revision " + o.StableRevision + "; a rollback leaves the template as applied"},
+		{"unpaused on v3, the Deployment controller would roll it out", webAt(t, "v3", false, o),
+			"demo: web holds the failed revision " + o.CanaryRevision + " but is not paused: the Deployment controller would roll it out"},
+		{"a rollout running is not a hold", running,
+			"demo: web started another rollout after its rollback; it should hold the failed revision " + o.CanaryRevision},
+		{"an outcome recorded since is another rollout", webAt(t, "v3", true, &later),
+			"demo: web started another rollout after its rollback; it should hold the failed revision " + o.CanaryRevision},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := heldFailed(tt.d, o)
+			if tt.err == "" {
+				assert.NoError(t, err)
+				return
+			}
+			assert.EqualError(t, err, tt.err)
+		})
+	}
+}
+
+func TestUndone(t *testing.T) {
+	o := rolledBackV3(t)
+	// at is web on tag after the undo, with the Deployment controller's
+	// status: observed generation, pods, updated and ready pods.
+	at := func(tag string, paused bool, observed int64, pods, updated, ready int32) *appsv1.Deployment {
+		d := webAt(t, tag, paused, o)
+		d.Status = appsv1.DeploymentStatus{ObservedGeneration: observed, Replicas: pods, UpdatedReplicas: updated, ReadyReplicas: ready}
+		return d
+	}
+	running := at("v2", true, 7, 10, 0, 10)
+	running.Annotations[rollout.AnnotationState] = `{"phase":"Progressing"}`
+	tests := []struct {
+		name string
+		d    *appsv1.Deployment
+		want bool
+		err  string
+	}{
+		{"unpaused on v2, its 10 pods updated and Ready: undone", at("v2", false, 7, 10, 10, 10), true, ""},
+		{"still paused: not yet", at("v2", true, 7, 10, 10, 10), false, ""},
+		{"still on v3: not yet", at("v3", false, 7, 10, 0, 10), false, ""},
+		{"the controller has not seen the change: not yet", at("v2", false, 6, 10, 10, 10), false, ""},
+		{"pods of another template still run: not yet", at("v2", false, 7, 11, 10, 10), false, ""},
+		{"a pod not Ready: not yet", at("v2", false, 7, 10, 10, 9), false, ""},
+		{"a rollout started instead is an error", running, false,
+			"demo: kubectl fledge undo started a rollout of web; it should put the stable revision " + o.StableRevision + " back and unpause"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := undone(tt.d, o)
+			if tt.err != "" {
+				assert.EqualError(t, err, tt.err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, got)
+		})
+	}
+}
+
+func TestServingAndReplaced(t *testing.T) {
+	pod := func(name, image string, ready bool, port string) corev1.Pod {
+		status := corev1.ConditionFalse
+		if ready {
+			status = corev1.ConditionTrue
+		}
+		return corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{lab.PortAnnotation: port}},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: image}}},
+			Status:     corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: status}}},
+		}
+	}
+	deleting := pod("web-a-4", "fledge/demo:v2", true, "40004")
+	deleting.DeletionTimestamp = &metav1.Time{Time: time.Unix(1000, 0)}
+	pods := []corev1.Pod{
+		pod("web-a-1", "fledge/demo:v2", true, "40001"),
+		pod("web-a-2", "fledge/demo:v2", false, "40002"), // not Ready
+		pod("web-a-3", "fledge/demo:v2", true, ""),       // no demo process yet
+		deleting,
+		pod("web-b-1", "fledge/demo:v3", true, "40005"), // another version
+	}
+	assert.Equal(t, []string{"web-a-1"}, serving(pods, "fledge/demo:v2"))
+
+	assert.Equal(t, 0, replaced([]string{"a", "b"}, []string{"b", "a"}))
+	assert.Equal(t, 1, replaced([]string{"a", "b"}, []string{"a", "c"}))
+	assert.Equal(t, "none of its 10 pods was replaced", replacedText(0, 10))
+	assert.Equal(t, "2 of its 10 pods were replaced", replacedText(2, 10))
+}
+
+func TestShellLine(t *testing.T) {
+	assert.Equal(t, "kubectl fledge undo web -n demo", shellLine([]string{"kubectl", "fledge", "undo", "web", "-n", "demo"}))
+	assert.Equal(t, "kubectl get replicasets -l 'app=web,!fledge.dev/track' -o wide",
+		shellLine([]string{"kubectl", "get", "replicasets", "-l", "app=web,!fledge.dev/track", "-o", "wide"}))
+	assert.Equal(t, "kubectl get deployment web -o 'custom-columns=IMAGE:.spec.template.spec.containers[0].image'",
+		shellLine([]string{"kubectl", "get", "deployment", "web", "-o", "custom-columns=IMAGE:.spec.template.spec.containers[0].image"}))
+	assert.Equal(t, `echo 'it'\''s' ''`, shellLine([]string{"echo", "it's", ""}))
+}
+
+// TestSummaryOfAHeldRelease renders the summary of a rolled-back release
+// that web held and kubectl fledge undo took back, without traffic.
+func TestSummaryOfAHeldRelease(t *testing.T) {
+	at := func(s float64) *metav1.MicroTime {
+		m := metav1.NewMicroTime(time.Unix(1000, 0).Add(time.Duration(s * float64(time.Second))))
+		return &m
+	}
+	o := &rollout.Outcome{
+		Phase:      rollout.RolledBack,
+		Reason:     &rollout.Reason{Check: "error-rate", Step: 2, Weight: 50, Message: "error-rate 0.0844 > 0.05"},
+		FinishedAt: *at(40.9),
+		History: []rollout.StepRecord{
+			{Step: 0, Weight: 5, Effective: 100.0 / 11, Canary: 1, Stable: 10, Started: *at(0), Ready: at(1), Ended: at(16)},
+			{Step: 1, Weight: 25, Effective: 300.0 / 13, Canary: 3, Stable: 10, Started: *at(16), Ready: at(17), Ended: at(30)},
+			{Step: 2, Weight: 50, Effective: 50, Canary: 10, Stable: 10, Started: *at(30), Ready: at(30.5), Ended: at(40.7)},
+		},
+	}
+	r := &release{tag: "v3", what: "answers 500 once it has run 33s", applied: time.Unix(1000, 0), outcome: o,
+		hold: &holdRecord{stableTag: "v2", serving: 10, undone: true}}
+	var out bytes.Buffer
+	d := &demoRun{out: &out, traffic: lab.NewTraffic(nil, demoNamespace, demoApp, demoRPS)}
+	d.summary(r)
+	assert.Equal(t, `
+== Summary ==
+web v3 (answers 500 once it has run 33s): RolledBack: error-rate 0.0844 > 0.05 at step 3 (50%), 40.9s after kubectl apply
+  step  target  canary pods  effective  measured  requests  failed  duration
+  1     5%      1 of 11      9.1%       0.0%      0         0       16s
+  2     25%     3 of 13      23.1%      0.0%      0         0       14s
+  3     50%     10 of 20     50.0%      0.0%      0         0       10.7s
+  then the canary was cut (100% stable) in 200ms
+  users during the rollout: no requests
+  then web held v3: paused on its template, 10 pods of v2 serving; applying v3 again released nothing
+  kubectl fledge undo put v2's template back and unpaused web: none of its 10 pods was replaced
+`, out.String())
+
+	out.Reset()
+	r.hold.undone = false
+	d.summary(r)
+	assert.True(t, strings.HasSuffix(out.String(), "  then web held v3: paused on its template, 10 pods of v2 serving; applying v3 again released nothing\n"),
+		"an undo that did not complete is not reported:\n%s", out.String())
 }

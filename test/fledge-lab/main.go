@@ -26,7 +26,7 @@ const usage = `fledge-lab runs fledge's local lab: a real Kubernetes control pla
 Usage:
   fledge-lab up [flags]         start the lab and keep it running until Ctrl-C or SIGTERM
   fledge-lab traffic [flags]    send requests to a Service of a running lab, as its users would
-  fledge-lab demo [flags]       the demo: a healthy release promoted, a broken one rolled back at 50%
+  fledge-lab demo [flags]       the demo: a healthy release promoted, a broken one rolled back at 50%, held, undone
 
 With --fledge, the lab also runs the fledge manager built from this checkout
 (bin/fledge, from "make build"), its webhooks registered with the lab's
@@ -44,8 +44,10 @@ errors of each track and the canary's share, and a summary at the end.
 
 demo starts a lab with fledge and Prometheus, applies web v1 and sends it
 traffic, then releases a healthy v2 and a v3 that breaks after a while, with
-kubectl, showing each rollout live with kubectl fledge status; it ends with a
-summary of both and stops everything it started. It needs bin/fledge,
+kubectl, showing each rollout live with kubectl fledge status; after v3's
+rollback it shows web holding v3 (paused, v2 serving, a re-apply releasing
+nothing) and puts v2 back with kubectl fledge undo; it ends with a summary and
+stops everything it started. It needs bin/fledge,
 bin/kubectl-fledge and bin/demoapp ("make build").
 `
 

@@ -20,6 +20,9 @@ type App struct {
 	// PodLabels are added to the pod template's labels (the Service and the
 	// selector use app: Name alone).
 	PodLabels map[string]string
+	// ServiceSelector is added to the Service's selector (app: Name), for a
+	// Service that selects on more than the Deployment's selector.
+	ServiceSelector map[string]string
 }
 
 // Manifest renders the Deployment and the Service as YAML.
@@ -30,6 +33,10 @@ func (a App) Manifest() string {
 	labels := "app: " + a.Name
 	for _, k := range slices.Sorted(maps.Keys(a.PodLabels)) {
 		labels += fmt.Sprintf(", %s: %q", k, a.PodLabels[k])
+	}
+	selector := "app: " + a.Name
+	for _, k := range slices.Sorted(maps.Keys(a.ServiceSelector)) {
+		selector += fmt.Sprintf(", %s: %q", k, a.ServiceSelector[k])
 	}
 	env := ""
 	if len(a.Env) > 0 {
@@ -61,11 +68,11 @@ metadata:
   name: %[1]s
   namespace: %[2]s
 spec:
-  selector: {app: %[1]s}
+  selector: {%[8]s}
   ports:
   - port: 80
     targetPort: 8080
-`, a.Name, a.Namespace, a.Replicas, labels, DemoImage, a.Tag, env)
+`, a.Name, a.Namespace, a.Replicas, labels, DemoImage, a.Tag, env, selector)
 }
 
 // Policy is a team's policy ConfigMap fledge-policy with three steps (5%,
@@ -80,12 +87,18 @@ type Policy struct {
 	// with an error-rate check (max 0.05 over 6s windows).
 	PrometheusURL string
 	NoDataLimit   int
+	// ReadyTimeout is health.readyTimeout (default "30s"; policy
+	// validation allows 10s and more).
+	ReadyTimeout string
 	// LatencyRatio, when set, adds a mean-latency check with this maxRatio.
 	LatencyRatio float64
 }
 
 // Manifest renders the ConfigMap as YAML.
 func (p Policy) Manifest() string {
+	if p.ReadyTimeout == "" {
+		p.ReadyTimeout = "30s"
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `apiVersion: v1
 kind: ConfigMap
@@ -100,8 +113,8 @@ data:
     - {weight: 25, hold: %s}
     - {weight: 50, hold: %s}
     health:
-      readyTimeout: 30s
-`, p.Namespace, p.Holds[0], p.Holds[1], p.Holds[2])
+      readyTimeout: %s
+`, p.Namespace, p.Holds[0], p.Holds[1], p.Holds[2], p.ReadyTimeout)
 	if p.Capacity != "" {
 		fmt.Fprintf(&b, "    capacity: %s\n", p.Capacity)
 	}
