@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -248,12 +249,20 @@ func setCommand(ctx context.Context, cs kubernetes.Interface, ns, name, command 
 // waitTaken polls until the annotation no longer holds command: fledge
 // consumed it. It reports false when timeout passed first.
 func waitTaken(ctx context.Context, cs kubernetes.Interface, ns, name, command string, timeout, poll time.Duration) (bool, error) {
-	err := wait.PollUntilContextTimeout(ctx, poll, timeout, false, func(ctx context.Context) (bool, error) {
+	return waitDeployment(ctx, cs, ns, name, timeout, poll, false, func(d *appsv1.Deployment) bool {
+		return d.Annotations[rollout.AnnotationCommand] != command
+	})
+}
+
+// waitDeployment polls Deployment name until done holds of it (checking at
+// once when immediate), and reports false when timeout passed first.
+func waitDeployment(ctx context.Context, cs kubernetes.Interface, ns, name string, timeout, poll time.Duration, immediate bool, done func(*appsv1.Deployment) bool) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, poll, timeout, immediate, func(ctx context.Context) (bool, error) {
 		d, err := getDeployment(ctx, cs, ns, name)
 		if err != nil {
 			return false, err
 		}
-		return d.Annotations[rollout.AnnotationCommand] != command, nil
+		return done(d), nil
 	})
 	switch {
 	case err == nil:

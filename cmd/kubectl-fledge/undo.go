@@ -11,7 +11,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 
@@ -192,19 +191,7 @@ func runUndo(ctx context.Context, e *env, name string, timeout time.Duration) er
 // back; during a rollout the router first finishes the abort. It reports
 // false when timeout passed first.
 func waitUndone(ctx context.Context, cs kubernetes.Interface, ns, name string, timeout, poll time.Duration) (bool, error) {
-	err := wait.PollUntilContextTimeout(ctx, poll, timeout, true, func(ctx context.Context) (bool, error) {
-		d, err := getDeployment(ctx, cs, ns, name)
-		if err != nil {
-			return false, err
-		}
-		return !d.Spec.Paused && d.Annotations[rollout.AnnotationState] == "", nil
+	return waitDeployment(ctx, cs, ns, name, timeout, poll, true, func(d *appsv1.Deployment) bool {
+		return !d.Spec.Paused && d.Annotations[rollout.AnnotationState] == ""
 	})
-	switch {
-	case err == nil:
-		return true, nil
-	case wait.Interrupted(err) && ctx.Err() == nil:
-		return false, nil
-	default:
-		return false, err
-	}
 }
