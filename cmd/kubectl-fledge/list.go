@@ -23,8 +23,9 @@ func newListCommand(e *env) *cobra.Command {
 rollout in progress or the outcome of a finished one, one line each:
 
   PHASE         Progressing, Paused, Promoting, RollingBack, Aborted for a rollout
-                in progress; Succeeded, RolledBack, Aborted for the last outcome;
-                Unknown when fledge's annotation does not parse (REASON says why)
+                in progress; Succeeded, RolledBack, Aborted for the last outcome,
+                "(held)" while the Deployment holds that failed revision, paused
+                (kubectl fledge undo or retry); Unknown when fledge's annotation does not parse (REASON says why)
   STEP          current step of all steps (2/3); - once finished
   WEIGHT        the step's target share and the effective share of ready pods
   AGE/FINISHED  how long the rollout has run, or how long ago it finished
@@ -99,6 +100,9 @@ func listEntries(deps []appsv1.Deployment, now time.Time) []listEntry {
 			entry.phase, entry.step, entry.weight = string(v.Outcome.Phase), "-", "0%"
 			if v.Outcome.Phase == rollout.Succeeded {
 				entry.weight = "100%"
+			}
+			if v.Holding {
+				entry.phase += " (held)"
 			}
 			entry.age, entry.reason = since(now, v.Outcome.FinishedAt.Time)+" ago", "-"
 			if v.Outcome.Reason != nil {

@@ -80,3 +80,17 @@ func TestListWeights(t *testing.T) {
 		})
 	}
 }
+
+func TestListMarksAHeldRevision(t *testing.T) {
+	web, rs := heldWeb(t)
+	h := newHarness(web, rs)
+	if code := h.run(t, "list"); code != 0 {
+		t.Fatalf("exit code %d; stderr: %s", code, h.errOut)
+	}
+	want := `NAME   PHASE               STEP   WEIGHT   AGE/FINISHED   REASON
+web    RolledBack (held)   -      0%       20s ago        error-rate 0.072 > 0.01 at step 3 (50%)
+`
+	if h.out.String() != want {
+		t.Errorf("got:\n%s\nwant:\n%s", h.out, want)
+	}
+}
