@@ -24,8 +24,10 @@ type Observed struct {
 	State      *rollout.State
 	// Command is the fledge.dev/command annotation, if any.
 	Command string
-	// Canary is the <name>-canary Deployment; nil when there is none.
-	Canary *appsv1.Deployment
+	// Canary is the <name>-canary Deployment; nil when there is none, or
+	// when it is being deleted (CanaryDeleting).
+	Canary         *appsv1.Deployment
+	CanaryDeleting bool
 	// CanaryPods are the pods of the canary, of every attempt, not
 	// terminating.
 	CanaryPods []corev1.Pod
@@ -288,7 +290,9 @@ func (p *planner) startStep() {
 	p.s.StepStartedAt = p.now()
 	p.s.HoldingSince = nil
 	p.s.StalledSince = nil
-	p.s.NotReadySince = nil
+	// The step's pods are not Ready yet: its readyTimeout starts now, in
+	// the same write as the step.
+	p.s.NotReadySince = p.now()
 	p.s.PassedSince = nil
 	if p.s.Policy.Capacity == policy.CapacityShift && p.s.Replicas == 0 {
 		p.s.Replicas = p.stableReplicas()
@@ -381,10 +385,15 @@ func (p *planner) stalled(want int32) bool {
 				p.name(), p.s.StableRevision, p.name(), p.name()))
 		return true
 	}
-	if p.o.Canary == nil && p.s.HoldingSince != nil && p.s.NotReadySince == nil {
-		// The canary served at this step and is gone: someone deleted it.
-		p.event(corev1.EventTypeWarning, "CanaryRecreated", "canary %s was deleted; re-creating it with %d pods: the time without it does not count toward the hold",
-			rollout.CanaryName(p.name()), want)
+	if (p.o.Canary == nil || p.o.CanaryDeleting) && p.s.HoldingSince != nil {
+		// The canary served at this step and is gone, or going: someone
+		// deleted it. It is re-created (once gone) and waited for again.
+		if p.s.NotReadySince == nil {
+			p.s.NotReadySince = p.now()
+		}
+		p.stall(pollWaiting, corev1.EventTypeWarning, "CanaryRecreated",
+			fmt.Sprintf("canary %s was deleted; re-creating it with %d pods: the time without it does not count toward the hold", rollout.CanaryName(p.name()), want))
+		return true
 	}
 	if ready := p.readyPods(want); ready < want {
 		if p.s.NotReadySince == nil {

@@ -689,6 +689,21 @@ func TestPlanJudgesOnlyWhatServes(t *testing.T) {
 			},
 		},
 		{
+			name: "a canary deleted in the foreground (its pods go first) is re-created once gone, with an Event",
+			o: Observed{Deployment: d, CanaryDeleting: true, State: func() *rollout.State {
+				s := holding(state(rollout.Progressing, 1), 30*time.Second)
+				s.NotReadySince = ago(2 * time.Second) // its pods were terminating
+				s.StalledSince = ago(2 * time.Second)
+				s.Message = "waiting for 1 canary pods to be Ready"
+				return s
+			}()},
+			check: func(t *testing.T, p Plan) {
+				assert.Equal(t, ago(2*time.Second), p.State.StalledSince, "the hold clock stopped when the pods went")
+				assert.Equal(t, ago(2*time.Second), p.State.NotReadySince)
+				assert.Equal(t, []string{"Warning CanaryRecreated: canary web-canary was deleted; re-creating it with 1 pods: the time without it does not count toward the hold"}, events(p))
+			},
+		},
+		{
 			name: "pods of an earlier attempt are neither failures nor readiness of this one",
 			o: Observed{Deployment: d, State: state(rollout.Progressing, 0), Canary: canary(d, 1, 1), CanaryPods: append(canaryPods("1", 1, 1),
 				corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web-canary-old-1", Labels: map[string]string{rollout.LabelAttempt: "0"}}, Status: corev1.PodStatus{Phase: corev1.PodFailed}})},

@@ -199,12 +199,20 @@ func (r *Reconciler) observe(ctx context.Context, d *appsv1.Deployment, s *rollo
 	if err != nil {
 		return o, err
 	}
-	o.Canary = canary
-	var evidence *rollout.Evidence
 	if canary != nil {
 		if o.CanaryPods, err = r.canaryPods(ctx, d); err != nil {
 			return o, err
 		}
+	}
+	if canary != nil && !canary.DeletionTimestamp.IsZero() {
+		// Deleted by hand, with foreground cascading: its pods go first.
+		// It is re-created once it is gone.
+		o.CanaryDeleting = true
+		canary = nil
+	}
+	o.Canary = canary
+	var evidence *rollout.Evidence
+	if canary != nil {
 		if evidence, err = rollout.ParseEvidence(canary); err != nil {
 			// fledge writes it; a broken one is no evidence at all.
 			logf.FromContext(ctx).Error(err, "ignoring the canary's evidence")
@@ -316,7 +324,7 @@ func (r *Reconciler) replicaSets(ctx context.Context, ns string, selector *metav
 // update, then the canary's removal, then Events and metrics.
 func (r *Reconciler) apply(ctx context.Context, o Observed, p Plan) error {
 	d := o.Deployment
-	if p.CanaryReplicas != nil {
+	if p.CanaryReplicas != nil && !o.CanaryDeleting {
 		if err := r.ensureCanary(ctx, d, o.Canary, o.State.Attempt, *p.CanaryReplicas, p.Evidence); err != nil {
 			return fmt.Errorf("set canary of %s/%s to %d pods: %w", d.Namespace, d.Name, *p.CanaryReplicas, err)
 		}
@@ -324,7 +332,7 @@ func (r *Reconciler) apply(ctx context.Context, o Observed, p Plan) error {
 	if err := r.updateStable(ctx, d, p); err != nil {
 		return fmt.Errorf("update %s/%s: %w", d.Namespace, d.Name, err)
 	}
-	if p.CanaryReplicas == nil && o.Canary != nil {
+	if p.CanaryReplicas == nil && o.Canary != nil && !o.CanaryDeleting {
 		err := r.Client.Delete(ctx, o.Canary, client.Preconditions{UID: ptr.To(o.Canary.UID)})
 		if client.IgnoreNotFound(err) != nil {
 			return fmt.Errorf("delete canary %s/%s: %w", o.Canary.Namespace, o.Canary.Name, err)
