@@ -12,11 +12,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/utils/ptr"
 
 	"github.com/fledge-dev/fledge/rollout"
 	"github.com/fledge-dev/fledge/test/lab"
@@ -91,27 +89,7 @@ func eventually90(t *testing.T, what string, cond func(ctx context.Context) (boo
 // tracks counts the ready endpoints of Service web by the track of their pod.
 func tracks(t *testing.T, ns string) map[string]int {
 	t.Helper()
-	ctx := t.Context()
-	slices, err := theLab.Client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=web"})
-	require.NoError(t, err)
-	pods, err := theLab.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-	require.NoError(t, err)
-	track := map[string]string{}
-	for _, p := range pods.Items {
-		track[p.Name] = p.Labels[rollout.LabelTrack]
-		if track[p.Name] == "" {
-			track[p.Name] = rollout.TrackStable
-		}
-	}
-	counts := map[string]int{}
-	for _, s := range slices.Items {
-		for _, e := range s.Endpoints {
-			if ptr.Deref(e.Conditions.Ready, false) && e.TargetRef != nil {
-				counts[track[e.TargetRef.Name]]++
-			}
-		}
-	}
-	return counts
+	return serviceTracks(t, ns, "web")
 }
 
 // canaryReplicas is the canary Deployment's ready replicas, or -1 without one.

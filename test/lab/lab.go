@@ -338,7 +338,11 @@ func (l *Lab) createNodes(ctx context.Context, n int) error {
 				Allocatable: corev1.ResourceList{
 					corev1.ResourceCPU:    resource.MustParse("32"),
 					corev1.ResourceMemory: resource.MustParse("256Gi"),
-					corev1.ResourcePods:   resource.MustParse("110"),
+					// A kwok node runs no containers, so its pod limit is
+					// only a number: high enough that the e2e tests, which
+					// keep their namespaces, never run out (110, the
+					// kubelet's default, stalled scheduling after ~40 tests).
+					corev1.ResourcePods: resource.MustParse("1000"),
 				},
 			},
 		}
