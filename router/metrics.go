@@ -73,6 +73,9 @@ func (m *Metrics) forget(ns, name string) {
 	m.phase.DeletePartialMatch(l)
 	m.targetWeight.DeletePartialMatch(l)
 	m.effectiveWeight.DeletePartialMatch(l)
+	m.mu.Lock()
+	delete(m.cuts, ns+"/"+name)
+	m.mu.Unlock()
 }
 
 func (m *Metrics) outcome(o *rollout.Outcome) {
