@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 )
@@ -110,6 +111,6 @@ func PodLabels(t *corev1.PodTemplateSpec) labels.Set {
 	if l == nil {
 		l = labels.Set{}
 	}
-	delete(l, "pod-template-hash")
+	delete(l, appsv1.DefaultDeploymentUniqueLabelKey)
 	return l
 }

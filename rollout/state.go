@@ -3,6 +3,7 @@ package rollout
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -42,6 +43,15 @@ func (p Phase) Live() bool { return p == Progressing || p == Paused }
 // in every phase but Promoting, where it rolls to the new template. The
 // webhook keeps it so against a user's resume.
 func (p Phase) KeepsPaused() bool { return p != Promoting }
+
+// Ended says how a finished rollout ended, for a sentence: "succeeded",
+// "rolled back", "aborted".
+func (p Phase) Ended() string {
+	if p == RolledBack {
+		return "rolled back"
+	}
+	return strings.ToLower(string(p))
+}
 
 // Finishing reports whether the router is already bringing the rollout to an
 // end, so a new template cannot be taken into it.

@@ -653,9 +653,7 @@ func (p *planner) startPromotion() {
 // template, keeping the canary serving, then ends the rollout.
 func (p *planner) promote() {
 	p.plan.Paused = false
-	if p.s.Replicas > 0 && p.s.Policy.Capacity == policy.CapacityShift {
-		p.plan.StableReplicas = ptr.To(p.s.Replicas)
-	}
+	p.restoreTotal()
 	if c := p.o.Canary; c != nil {
 		p.plan.CanaryReplicas = ptr.To(ptr.Deref(c.Spec.Replicas, 0))
 	}
@@ -698,17 +696,9 @@ func (p *planner) rollBack() {
 	if p.s.Reason == nil {
 		p.s.Reason = &rollout.Reason{Check: "user", Step: p.s.Step, Weight: p.weight(), Message: "aborted by user"}
 	}
-	if p.s.Replicas > 0 && p.s.Policy.Capacity == policy.CapacityShift {
-		// Stable back to the user's count in the same reconcile that cuts
-		// the canary: its ReplicaSet scales up while the canary goes.
-		p.plan.StableReplicas = ptr.To(p.s.Replicas)
-	}
-	p.plan.Cutting = true
-	if !p.cutCanary() {
+	if !p.cut() {
 		return
 	}
-	p.plan.CanaryGone = true
-	p.plan.CanaryReplicas = nil
 	reverted := rollout.TemplateHash(&p.o.Deployment.Spec.Template) == p.s.StableRevision
 	p.plan.Paused = !reverted
 	outcome := rollout.RolledBack
@@ -717,27 +707,40 @@ func (p *planner) rollBack() {
 	}
 	p.finish(outcome)
 	r := p.s.Reason
-	verb := map[rollout.Phase]string{rollout.RolledBack: "rolled back", rollout.Aborted: "aborted"}[outcome]
 	if reverted {
 		p.event(corev1.EventTypeNormal, string(outcome), "%s %s: %s at step %d (%d%%); the template is the stable version again and %s is unpaused",
-			verb, p.name(), r.Message, r.Step+1, r.Weight, p.name())
+			outcome.Ended(), p.name(), r.Message, r.Step+1, r.Weight, p.name())
 		return
 	}
 	p.event(corev1.EventTypeWarning, string(outcome), "%s %s: %s at step %d (%d%%); the stable version serves all %d pods and %s holds the failed revision %s, paused: "+
 		"apply the stable manifest or kubectl fledge undo %s to go back, kubectl fledge retry %s to try it again",
-		verb, p.name(), r.Message, r.Step+1, r.Weight, p.stableReplicas(), p.name(), p.s.CanaryRevision, p.name(), p.name())
+		outcome.Ended(), p.name(), r.Message, r.Step+1, r.Weight, p.stableReplicas(), p.name(), p.s.CanaryRevision, p.name(), p.name())
 }
 
-// cutCanary scales the canary to zero and reports whether it has no pod
-// left that could take traffic. Until it has none, the rollout does not
-// end: traffic is cut first.
-func (p *planner) cutCanary() bool {
+// restoreTotal gives the stable Deployment back the user's replica count,
+// which capacity shift lowered during the rollout.
+func (p *planner) restoreTotal() {
+	if p.s.Replicas > 0 && p.s.Policy.Capacity == policy.CapacityShift {
+		p.plan.StableReplicas = ptr.To(p.s.Replicas)
+	}
+}
+
+// cut scales the canary to zero and reports whether it has no pod left
+// that could take traffic; then the canary Deployment goes. Until it has
+// none, the rollout does not end: traffic is cut first. The stable count
+// is restored in the same reconcile, so its ReplicaSet scales up while the
+// canary goes.
+func (p *planner) cut() bool {
+	p.restoreTotal()
+	p.plan.Cutting = true
 	p.plan.CanaryReplicas = ptr.To[int32](0)
 	if c := p.o.Canary; c != nil && (ptr.Deref(c.Spec.Replicas, 0) != 0 || c.Status.Replicas != 0 || servingPods(p.o.CanaryPods) > 0) {
 		p.s.Message = "cutting the canary: waiting for its pods to stop"
 		p.requeue(pollWaiting)
 		return false
 	}
+	p.plan.CanaryGone = true
+	p.plan.CanaryReplicas = nil
 	return true
 }
 
@@ -765,16 +768,10 @@ func (p *planner) handBack() {
 		p.event(corev1.EventTypeWarning, "HandedBack", "%s: %s", p.name(), p.s.Reason.Message)
 	}
 	p.s.Phase = rollout.Aborted
-	if p.s.Replicas > 0 && p.s.Policy.Capacity == policy.CapacityShift {
-		p.plan.StableReplicas = ptr.To(p.s.Replicas)
-	}
-	p.plan.Cutting = true
-	if !p.cutCanary() {
+	if !p.cut() {
 		return
 	}
-	p.plan.CanaryGone = true
 	p.plan.Paused = false
-	p.plan.CanaryReplicas = nil
 	p.finish(rollout.Aborted)
 }
 

@@ -3,7 +3,6 @@ package webhook
 import (
 	"fmt"
 	"maps"
-	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -167,14 +166,7 @@ func heldWarning(name string, last *rollout.Outcome) string {
 	}
 	return fmt.Sprintf("fledge: %s holds revision %s, %s at %s (%s): applying it again releases nothing; %s stays paused and the stable revision %s serves. "+
 		"To release it again: kubectl fledge retry %s; to go back: kubectl fledge undo %s, or apply the stable manifest",
-		name, last.CanaryRevision, phaseVerb(last.Phase), last.FinishedAt.UTC().Format(time.RFC3339), why, name, last.StableRevision, name, name)
-}
-
-func phaseVerb(p rollout.Phase) string {
-	if p == rollout.RolledBack {
-		return "rolled back"
-	}
-	return strings.ToLower(string(p))
+		name, last.CanaryRevision, last.Phase.Ended(), last.FinishedAt.UTC().Format(time.RFC3339), why, name, last.StableRevision, name, name)
 }
 
 // promotionWait says how long a promotion may still take when the

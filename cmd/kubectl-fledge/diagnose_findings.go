@@ -121,7 +121,7 @@ func rolloutFindings(d diagnosis) []finding {
 		o := v.Outcome
 		fs = append(fs, finding{level: levelWarning,
 			text: fmt.Sprintf("deployment %s holds the failed revision %s (%s %s ago): it stays paused on that template while the stable revision %s serves all pods",
-				name, o.CanaryRevision, endedVerb(o.Phase), since(v.Now, o.FinishedAt.Time), orDash(o.StableRevision)),
+				name, o.CanaryRevision, o.Phase.Ended(), since(v.Now, o.FinishedAt.Time), orDash(o.StableRevision)),
 			fix: holdingWays(name)})
 	}
 	if v.State == nil && !v.Holding && d.Stable.Spec.Paused {

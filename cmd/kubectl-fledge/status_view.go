@@ -122,18 +122,10 @@ func finishedHeader(v statusView) string {
 		timestamp(o.FinishedAt.Time), since(v.Now, o.FinishedAt.Time), since(o.FinishedAt.Time, o.StartedAt.Time)))
 	if v.Holding {
 		t.add("Holding:", fmt.Sprintf("revision %s (%s %s ago); the stable revision %s serves all %d pods",
-			o.CanaryRevision, endedVerb(o.Phase), since(v.Now, o.FinishedAt.Time), orDash(o.StableRevision), v.StableReady))
+			o.CanaryRevision, o.Phase.Ended(), since(v.Now, o.FinishedAt.Time), orDash(o.StableRevision), v.StableReady))
 		t.add("Next:", holdingWays(v.Name))
 	}
 	return t.String()
-}
-
-// endedVerb says how a failed rollout ended, for a sentence.
-func endedVerb(phase rollout.Phase) string {
-	if phase == rollout.Aborted {
-		return "aborted"
-	}
-	return "rolled back"
 }
 
 // holdingWays are the ways out of a held failed revision.
