@@ -29,6 +29,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
@@ -111,13 +112,24 @@ func canaryOf(t *testing.T, ns string) *appsv1.Deployment {
 }
 
 // waitCanaryAt waits until web's canary wants replicas pods and has that
-// many Ready.
+// many Ready. When it gives up it says what the canary and the rollout
+// were doing, so a rollback tells apart from slow pods.
 func waitCanaryAt(t *testing.T, ns string, replicas int32) {
 	t.Helper()
-	eventually(t, fmt.Sprintf("the canary at %d Ready pods", replicas), func(ctx context.Context) (bool, error) {
-		c := canaryOf(t, ns)
+	var c *appsv1.Deployment
+	err := wait.PollUntilContextTimeout(t.Context(), 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		c = canaryOf(t, ns)
 		return c != nil && ptr.Deref(c.Spec.Replicas, -1) == replicas && c.Status.ReadyReplicas == replicas && c.Status.Replicas == replicas, nil
 	})
+	if err != nil {
+		canary := "no canary"
+		if c != nil {
+			canary = fmt.Sprintf("canary wants %d, %d Ready", ptr.Deref(c.Spec.Replicas, -1), c.Status.ReadyReplicas)
+		}
+		d := get(t, ns, "web")
+		require.NoError(t, err, "waiting for the canary at %d Ready pods: %s; state %s; last outcome %s",
+			replicas, canary, d.Annotations[rollout.AnnotationState], d.Annotations[rollout.AnnotationLast])
+	}
 }
 
 // eventsNow returns the messages of web's Events with reason right now,
@@ -240,14 +252,14 @@ func zeroPrometheus(t *testing.T) (string, *atomic.Int64) {
 
 func TestScaleUpAfterReadyTimeoutMovesTheSurgeCanaryWithoutRollback(t *testing.T) {
 	t.Parallel()
-	ns := policyNamespace(t, "ops-scale-surge", lab.Policy{Holds: [3]string{"2s", "25s", "2s"}, ReadyTimeout: "10s"}, 4)
+	ns := policyNamespace(t, "ops-scale-surge", lab.Policy{Holds: [3]string{"2s", "40s", "2s"}, ReadyTimeout: "20s"}, 4)
 	release(t, ns, "v2", 4)
 	s := waitState(t, ns, "step 2 holding", func(s *rollout.State) bool { return s.Step == 1 && s.HoldingSince != nil })
 	waitCanaryAt(t, ns, 1) // 25% of 4 stable: c* = 1.33 → 1
 
 	// More than readyTimeout into the step: a wait counted from the step's
 	// start would be over before the new pods could be Ready.
-	sleepUntil(s.StepStartedAt.Add(11 * time.Second))
+	sleepUntil(s.StepStartedAt.Add(21 * time.Second))
 	scaleWeb(t, ns, 12)
 	// 25% of 12 stable: c* = 4.
 	waitCanaryAt(t, ns, 4)
@@ -268,14 +280,14 @@ func TestScaleUpAfterReadyTimeoutMovesTheSurgeCanaryWithoutRollback(t *testing.T
 
 func TestScaleUpAfterReadyTimeoutMovesTheShiftCanaryWithoutRollback(t *testing.T) {
 	t.Parallel()
-	ns := policyNamespace(t, "ops-scale-shift", lab.Policy{Holds: [3]string{"2s", "25s", "2s"}, ReadyTimeout: "10s", Capacity: "shift"}, 4)
+	ns := policyNamespace(t, "ops-scale-shift", lab.Policy{Holds: [3]string{"2s", "40s", "2s"}, ReadyTimeout: "20s", Capacity: "shift"}, 4)
 	release(t, ns, "v2", 4)
 	s := waitState(t, ns, "step 2 holding", func(s *rollout.State) bool { return s.Step == 1 && s.HoldingSince != nil })
 	eventually(t, "3 stable + 1 canary", func(ctx context.Context) (bool, error) {
 		return assert.ObjectsAreEqual(map[string]int{"stable": 3, "canary": 1}, tracks(t, ns)), nil
 	})
 
-	sleepUntil(s.StepStartedAt.Add(11 * time.Second))
+	sleepUntil(s.StepStartedAt.Add(21 * time.Second))
 	scaleWeb(t, ns, 12)
 	// The new total is 12: 25% of 12 is 3 canary pods, 9 stable.
 	waitCanaryAt(t, ns, 3)
@@ -299,11 +311,11 @@ func TestScaleUpAfterReadyTimeoutMovesTheShiftCanaryWithoutRollback(t *testing.T
 
 func TestHPAForcingAScaleAfterReadyTimeoutMovesTheCanaryWithoutRollback(t *testing.T) {
 	t.Parallel()
-	ns := policyNamespace(t, "ops-hpa-scale", lab.Policy{Holds: [3]string{"2s", "25s", "2s"}, ReadyTimeout: "10s"}, 4)
+	ns := policyNamespace(t, "ops-hpa-scale", lab.Policy{Holds: [3]string{"2s", "40s", "2s"}, ReadyTimeout: "20s"}, 4)
 	release(t, ns, "v2", 4)
 	s := waitState(t, ns, "step 2 holding", func(s *rollout.State) bool { return s.Step == 1 && s.HoldingSince != nil })
 
-	sleepUntil(s.StepStartedAt.Add(11 * time.Second))
+	sleepUntil(s.StepStartedAt.Add(21 * time.Second))
 	createHPA(t, ns, 12, 20)
 	eventually(t, "the HPA to scale web to 12", func(ctx context.Context) (bool, error) {
 		return *get(t, ns, "web").Spec.Replicas == 12, nil
@@ -388,14 +400,14 @@ func TestScaledToZeroMidRolloutHoldsAndScaledBackFinishes(t *testing.T) {
 
 func TestDeletedCanaryPodIsReplacedAndTheHoldGoesOn(t *testing.T) {
 	t.Parallel()
-	const hold = 20 * time.Second
-	ns := policyNamespace(t, "ops-canary-pod", lab.Policy{Holds: [3]string{"20s", "2s", "2s"}, ReadyTimeout: "10s"}, 4)
+	const hold = 35 * time.Second
+	ns := policyNamespace(t, "ops-canary-pod", lab.Policy{Holds: [3]string{"35s", "2s", "2s"}, ReadyTimeout: "20s"}, 4)
 	release(t, ns, "v2", 4)
 	s := waitState(t, ns, "step 1 holding", func(s *rollout.State) bool { return s.Step == 0 && s.HoldingSince != nil })
 	waitCanaryAt(t, ns, 1)
 
 	// Past readyTimeout since the step began, as a node drain may be.
-	sleepUntil(s.StepStartedAt.Add(11 * time.Second))
+	sleepUntil(s.StepStartedAt.Add(21 * time.Second))
 	pods := canaryPodNames(t, ns)
 	require.Len(t, pods, 1)
 	require.NoError(t, theLab.Client.CoreV1().Pods(ns).Delete(t.Context(), pods[0], metav1.DeleteOptions{}))
@@ -412,8 +424,8 @@ func TestDeletedCanaryPodIsReplacedAndTheHoldGoesOn(t *testing.T) {
 	held := out.History[0].Ended.Sub(out.History[0].Ready.Time)
 	t.Logf("step 1 held %.1fs (hold %s)", held.Seconds(), hold)
 	assert.GreaterOrEqual(t, held, hold)
-	// The pod went about 9s into the hold: a hold started over would end
-	// some 29s after it first began.
+	// The pod went about 20s into the hold: a hold started over would end
+	// some 55s after it first began.
 	assert.Less(t, held, hold+7*time.Second, "the hold went on after the pod was replaced; it did not start over")
 	noRollback(t, ns)
 }
