@@ -27,6 +27,12 @@ type CheckResult struct {
 	// Reason says why, in a person's words: "error-rate 0.072 > 0.01",
 	// "no data for error-rate".
 	Reason string `json:"reason,omitempty"`
+	// NoData marks an Inconclusive result whose query found no series at
+	// all, as opposed to one that could not be asked or answered badly
+	// (Prometheus unreachable, several series, NaN). Judge words the two
+	// differently, and reads this field rather than the Reason, which is
+	// for people.
+	NoData bool `json:"noData,omitempty"`
 }
 
 // Evaluation is every check of an analysis evaluated once.

@@ -84,15 +84,15 @@ func (q querier) check(ctx context.Context, c Check, s Subject) CheckResult {
 	}
 	r := CheckResult{Check: c.Name, Bound: t.bound, Op: t.op()}
 	canary, why := q.value(ctx, c, QueryVars{Namespace: s.Namespace, Deployment: s.Deployment, Track: TrackCanary, Pods: s.CanaryPods})
-	if why != "" {
-		return withReason(r, why)
+	if why != nil {
+		return withGap(r, *why)
 	}
 	if t.kind != thresholdMaxRatio {
 		return t.judge(r, c.Name, canary)
 	}
 	stable, why := q.value(ctx, c, QueryVars{Namespace: s.Namespace, Deployment: s.Deployment, Track: TrackStable, Pods: s.StablePods})
-	if why != "" {
-		return withReason(r, why)
+	if why != nil {
+		return withGap(r, *why)
 	}
 	return judgeRatio(r, t, c.Name, canary, stable)
 }
@@ -113,15 +113,15 @@ func judgeRatio(r CheckResult, t threshold, name string, canary, stable float64)
 
 // value renders the check's query for one side, runs it with the query
 // timeout, and reads one finite number from the answer. It returns either
-// the number or, when there is none, the reason.
-func (q querier) value(ctx context.Context, c Check, vars QueryVars) (float64, string) {
+// the number or, when there is none, why.
+func (q querier) value(ctx context.Context, c Check, vars QueryVars) (float64, *gap) {
 	subject := c.Name
 	if vars.Track == TrackStable {
 		subject += " on stable pods"
 	}
 	query, err := c.Render(vars)
 	if err != nil {
-		return 0, err.Error()
+		return 0, because(err.Error())
 	}
 	qctx, cancel := context.WithTimeout(ctx, q.timeout)
 	defer cancel()
@@ -129,7 +129,7 @@ func (q querier) value(ctx context.Context, c Check, vars QueryVars) (float64, s
 	// query nobody waits for any more.
 	v, _, _, err := q.src.Query(qctx, query, q.at, v1.WithTimeout(q.timeout))
 	if err != nil {
-		return 0, subject + ": " + describeQueryError(ctx, err, q.timeout)
+		return 0, because(subject + ": " + describeQueryError(ctx, err, q.timeout))
 	}
 	return single(v, subject)
 }
@@ -137,7 +137,7 @@ func (q querier) value(ctx context.Context, c Check, vars QueryVars) (float64, s
 // single reads the one finite number a check's query must return: a scalar
 // or a vector of exactly one sample. Warnings and infos that came with the
 // answer are not read: the value is what counts.
-func single(v model.Value, subject string) (float64, string) {
+func single(v model.Value, subject string) (float64, *gap) {
 	var f float64
 	switch v := v.(type) {
 	case *model.Scalar:
@@ -152,23 +152,33 @@ func single(v model.Value, subject string) (float64, string) {
 		case 1:
 			f = float64(v[0].Value)
 		default:
-			return 0, fmt.Sprintf("%s returned %d series; aggregate the query (for example with sum())", subject, len(v))
+			return 0, because(fmt.Sprintf("%s returned %d series; aggregate the query (for example with sum())", subject, len(v)))
 		}
 	case nil:
 		return 0, noDataFor(subject)
 	default:
-		return 0, fmt.Sprintf("%s returned a %s; the query must return one number, an instant vector of one series or a scalar", subject, v.Type())
+		return 0, because(fmt.Sprintf("%s returned a %s; the query must return one number, an instant vector of one series or a scalar", subject, v.Type()))
 	}
 	if !finite(f) {
-		return 0, subject + " is " + formatFloat(f)
+		return 0, because(subject + " is " + formatFloat(f))
 	}
-	return f, ""
+	return f, nil
 }
 
-// noDataFor is the reason of a query that found no series. Judge tells it
-// from other inconclusive reasons.
-func noDataFor(subject string) string {
-	return "no data for " + subject
+// gap is why a query gave no number: the reason, in a person's words, and
+// whether the query found no series at all (noData), which the result
+// carries as CheckResult.NoData so that Judge need not read the words.
+type gap struct {
+	reason string
+	noData bool
+}
+
+// because is a gap other than absence.
+func because(reason string) *gap { return &gap{reason: reason} }
+
+// noDataFor is the gap of a query that found no series.
+func noDataFor(subject string) *gap {
+	return &gap{reason: "no data for " + subject, noData: true}
 }
 
 // describeQueryError says in one line why a query got no answer: too slow,
@@ -224,6 +234,13 @@ func inconclusive(c Check, reason string) CheckResult {
 		r.Bound, r.Op = t.bound, t.op()
 	}
 	return withReason(r, reason)
+}
+
+// withGap marks r inconclusive for the reason g gives, NoData included.
+func withGap(r CheckResult, g gap) CheckResult {
+	r = withReason(r, g.reason)
+	r.NoData = g.noData
+	return r
 }
 
 // withReason marks r inconclusive, without a value.

@@ -218,21 +218,21 @@ func TestAnalyzeAgainstRecordedPrometheusAnswers(t *testing.T) {
 			name:    "no stable data makes maxRatio inconclusive",
 			checks:  []Check{p99Latency},
 			answers: map[string]string{canaryLatencyQuery: "canary-latency", stableLatencyQuery: "empty"},
-			want:    []CheckResult{{Check: "p99-latency", Result: Inconclusive, Bound: 1.2, Op: "<=", Reason: "no data for p99-latency on stable pods"}},
+			want:    []CheckResult{{Check: "p99-latency", Result: Inconclusive, Bound: 1.2, Op: "<=", Reason: "no data for p99-latency on stable pods", NoData: true}},
 			asked:   []received{asked(canaryLatencyQuery), asked(stableLatencyQuery)},
 		},
 		{
 			name:    "no canary data makes maxRatio inconclusive without asking for stable",
 			checks:  []Check{p99Latency},
 			answers: map[string]string{canaryLatencyQuery: "empty"},
-			want:    []CheckResult{{Check: "p99-latency", Result: Inconclusive, Bound: 1.2, Op: "<=", Reason: "no data for p99-latency"}},
+			want:    []CheckResult{{Check: "p99-latency", Result: Inconclusive, Bound: 1.2, Op: "<=", Reason: "no data for p99-latency", NoData: true}},
 			asked:   []received{asked(canaryLatencyQuery)},
 		},
 		{
 			name:    "an empty vector is no data, never a pass",
 			checks:  []Check{errorRate},
 			answers: map[string]string{canaryErrorQuery: "empty"},
-			want:    []CheckResult{{Check: "error-rate", Result: Inconclusive, Bound: 0.01, Op: "<=", Reason: "no data for error-rate"}},
+			want:    []CheckResult{{Check: "error-rate", Result: Inconclusive, Bound: 0.01, Op: "<=", Reason: "no data for error-rate", NoData: true}},
 			asked:   []received{asked(canaryErrorQuery)},
 		},
 		{
@@ -314,7 +314,7 @@ func TestAnalyzeAgainstRecordedPrometheusAnswers(t *testing.T) {
 			want: []CheckResult{
 				{Check: "error-rate", Result: Fail, Value: num(0.072), Bound: 0.01, Op: "<=", Reason: "error-rate 0.072 > 0.01"},
 				{Check: "p99-latency", Result: Fail, Value: num(3.02), Bound: 1.2, Op: "<=", Reason: "p99-latency 3.02× stable > 1.2×"},
-				{Check: "success-rate", Result: Inconclusive, Bound: 0.99, Op: ">=", Reason: "no data for success-rate"},
+				{Check: "success-rate", Result: Inconclusive, Bound: 0.99, Op: ">=", Reason: "no data for success-rate", NoData: true},
 			},
 			asked: []received{asked(canaryErrorQuery), asked(canaryLatencyQuery), asked(stableLatencyQuery), asked(canarySuccessQuery)},
 		},
@@ -483,7 +483,7 @@ func TestAnalyzeEdgeCases(t *testing.T) {
 			})),
 			ctx:      t.Context(),
 			analysis: analysisOf("http://prom:9090", errorRate),
-			want:     []CheckResult{{Check: "error-rate", Result: Inconclusive, Bound: 0.01, Op: "<=", Reason: "no data for error-rate"}},
+			want:     []CheckResult{{Check: "error-rate", Result: Inconclusive, Bound: 0.01, Op: "<=", Reason: "no data for error-rate", NoData: true}},
 		},
 		{
 			name: "a ratio that overflows is inconclusive",

@@ -91,14 +91,14 @@ func judgeNoData(missing *CheckResult, noData, limit int32) Verdict {
 }
 
 // noDataReason reads "no data for error-rate in 5 consecutive evaluations
-// (noDataLimit 4)". When the last cause was plain absence it is the start
-// of the reason, side included ("no data for p99-latency on stable pods in
-// ..."); any other cause (an unreachable Prometheus, a query returning
-// several series) follows as "; last: <cause>", because that is what the
-// user has to fix.
+// (noDataLimit 4)". When the last cause was plain absence (the result's
+// NoData) it is the start of the reason, side included ("no data for
+// p99-latency on stable pods in ..."); any other cause (an unreachable
+// Prometheus, a query returning several series) follows as "; last:
+// <cause>", because that is what the user has to fix.
 func noDataReason(missing *CheckResult, cause string, noData, limit int32) string {
 	count := fmt.Sprintf(" in %s (noDataLimit %d)", evaluations(noData), limit)
-	if strings.HasPrefix(cause, noDataFor("")) {
+	if missing != nil && missing.NoData {
 		return cause + count
 	}
 	subject := ""

@@ -11,12 +11,16 @@ import (
 var (
 	errorRatePasses = CheckResult{Check: "error-rate", Result: Pass, Value: num(0.004), Bound: 0.01, Op: "<=", Reason: "error-rate 0.004 <= 0.01"}
 	errorRateFails  = CheckResult{Check: "error-rate", Result: Fail, Value: num(0.072), Bound: 0.01, Op: "<=", Reason: "error-rate 0.072 > 0.01"}
-	errorRateNoData = CheckResult{Check: "error-rate", Result: Inconclusive, Bound: 0.01, Op: "<=", Reason: "no data for error-rate"}
+	errorRateNoData = CheckResult{Check: "error-rate", Result: Inconclusive, Bound: 0.01, Op: "<=", Reason: "no data for error-rate", NoData: true}
 	latencyPasses   = CheckResult{Check: "p99-latency", Result: Pass, Value: num(1.1), Bound: 1.2, Op: "<=", Reason: "p99-latency 1.1× stable <= 1.2×"}
 	latencyFails    = CheckResult{Check: "p99-latency", Result: Fail, Value: num(3.02), Bound: 1.2, Op: "<=", Reason: "p99-latency 3.02× stable > 1.2×"}
-	latencyNoData   = CheckResult{Check: "p99-latency", Result: Inconclusive, Bound: 1.2, Op: "<=", Reason: "no data for p99-latency on stable pods"}
+	latencyNoData   = CheckResult{Check: "p99-latency", Result: Inconclusive, Bound: 1.2, Op: "<=", Reason: "no data for p99-latency on stable pods", NoData: true}
 	latencyUnreach  = CheckResult{Check: "p99-latency", Result: Inconclusive, Bound: 1.2, Op: "<=",
 		Reason: "p99-latency: prometheus unreachable: dial tcp 10.96.0.9:9090: connect: connection refused"}
+	// latencyLookalike reads like absence but is not: Judge goes by NoData,
+	// never by the words.
+	latencyLookalike = CheckResult{Check: "p99-latency", Result: Inconclusive, Bound: 1.2, Op: "<=",
+		Reason: "no data for p99-latency could be read: the query returned a string"}
 )
 
 // limited is an analysis with the given limits; Judge reads nothing else.
@@ -133,6 +137,15 @@ func TestJudge(t *testing.T) {
 			analysis: limited(1, 4),
 			want: Verdict{Result: Fail, Failed: failed(latencyUnreach),
 				Reason: "no data for p99-latency in 5 consecutive evaluations (noDataLimit 4); last: p99-latency: prometheus unreachable: dial tcp 10.96.0.9:9090: connect: connection refused"},
+			wantCounters: Counters{NoData: 5},
+		},
+		{
+			name:     "running out of data on a cause that only reads like absence still names it as the last cause",
+			eval:     checked(latencyLookalike),
+			counters: Counters{NoData: 4},
+			analysis: limited(1, 4),
+			want: Verdict{Result: Fail, Failed: failed(latencyLookalike),
+				Reason: "no data for p99-latency in 5 consecutive evaluations (noDataLimit 4); last: no data for p99-latency could be read: the query returned a string"},
 			wantCounters: Counters{NoData: 5},
 		},
 		{
