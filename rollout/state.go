@@ -116,6 +116,9 @@ type State struct {
 	// names conditions, not figures that change at every look, so that it
 	// changes only on transitions.
 	Message string `json:"message,omitempty"`
+	// Seal authenticates the state: fledge's MAC over the rest of it and
+	// the Deployment's UID (see SealState). It is the last member of the JSON.
+	Seal string `json:"seal,omitempty"`
 }
 
 // Evidence is the last evaluation of a rollout's Prometheus checks, kept as
@@ -137,6 +140,8 @@ type Evidence struct {
 	// a person's words.
 	Result  policy.Result `json:"result,omitempty"`
 	Verdict string        `json:"verdict,omitempty"`
+	// Seal authenticates the evidence for its canary (see SealEvidence).
+	Seal string `json:"seal,omitempty"`
 }
 
 // ParseEvidence reads the evidence of a canary Deployment; nil when none.

@@ -1,6 +1,8 @@
 package webhook
 
 import (
+	"strings"
+
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -14,6 +16,8 @@ const (
 	MutatingConfigurationName   = "fledge"
 	ValidatingConfigurationName = "fledge"
 	deploymentsWebhookName      = "deployments.fledge.dev"
+	createWebhookName           = "deployment-creates.fledge.dev"
+	statusWebhookName           = "deployment-status.fledge.dev"
 	policiesWebhookName         = "policies.fledge.dev"
 )
 
@@ -55,55 +59,91 @@ func annotation(obj, key string) string {
 		obj + ".metadata.annotations['" + key + "'] : '')"
 }
 
-// deploymentConditions make the apiserver call the webhook only when it has
-// something to decide: the template, spec.paused, or a fledge key changed,
-// or the Deployment is paused (a rollout runs or a failed revision is held,
-// so even an apply that changes nothing gets its warning), or a retry is
-// asked for.
-// A Deployment carrying fledge.dev/skip is never sent, so the annotation
-// bypasses fledge even while the webhook is down.
-func deploymentConditions() []admissionregistrationv1.MatchCondition {
-	changed := "object.spec.template != oldObject.spec.template" +
-		" || (has(object.spec.paused) && object.spec.paused) != (has(oldObject.spec.paused) && oldObject.spec.paused)"
-	for _, key := range []string{rollout.AnnotationState, rollout.AnnotationLast, policy.Annotation} {
-		changed += " || " + annotation("object", key) + " != " + annotation("oldObject", key)
+// ownedChanged is a CEL expression: a fledge-owned annotation differs
+// between oldObject and object.
+func ownedChanged() string {
+	var terms []string
+	for _, key := range rollout.OwnedAnnotations {
+		terms = append(terms, annotation("object", key)+" != "+annotation("oldObject", key))
 	}
-	changed += " || (has(oldObject.spec.paused) && oldObject.spec.paused)"
-	changed += " || " + annotation("object", rollout.AnnotationCommand) + " == '" + rollout.CommandRetry + "'"
-	return []admissionregistrationv1.MatchCondition{
-		{Name: "not-skipped", Expression: annotation("object", rollout.AnnotationSkip) + " != 'true'"},
-		{Name: "template-or-fledge-keys-changed", Expression: changed},
+	return strings.Join(terms, " || ")
+}
+
+// updateConditions make the apiserver call the webhook on an update only
+// when it has something to decide: a fledge-owned key changed (whatever
+// else the update says, fledge.dev/skip included: skipping fledge never
+// lets anyone write its state), or, on a Deployment not skipped, the
+// template, spec.paused or the policy annotation changed, or the Deployment
+// is paused (a rollout runs or a failed revision is held, so even an apply
+// that changes nothing gets its warning), or a retry is asked for.
+// A Deployment carrying fledge.dev/skip is otherwise never sent, so the
+// annotation bypasses fledge even while the webhook is down.
+func updateConditions() []admissionregistrationv1.MatchCondition {
+	decides := "object.spec.template != oldObject.spec.template" +
+		" || (has(object.spec.paused) && object.spec.paused) != (has(oldObject.spec.paused) && oldObject.spec.paused)" +
+		" || " + annotation("object", policy.Annotation) + " != " + annotation("oldObject", policy.Annotation) +
+		" || (has(oldObject.spec.paused) && oldObject.spec.paused)" +
+		" || " + annotation("object", rollout.AnnotationCommand) + " == '" + rollout.CommandRetry + "'"
+	notSkipped := annotation("object", rollout.AnnotationSkip) + " != 'true'"
+	return []admissionregistrationv1.MatchCondition{{
+		Name:       "fledge-keys-or-template-changed",
+		Expression: ownedChanged() + " || (" + notSkipped + " && (" + decides + "))",
+	}}
+}
+
+// createConditions send a create only when it carries a fledge-owned key.
+func createConditions() []admissionregistrationv1.MatchCondition {
+	var terms []string
+	for _, key := range rollout.OwnedAnnotations {
+		terms = append(terms, annotation("object", key)+" != ''")
 	}
+	return []admissionregistrationv1.MatchCondition{{Name: "carries-fledge-keys", Expression: strings.Join(terms, " || ")}}
+}
+
+// statusConditions send a status write only when it changes a fledge-owned
+// key: the Deployment controller's own status writes never do.
+func statusConditions() []admissionregistrationv1.MatchCondition {
+	return []admissionregistrationv1.MatchCondition{{Name: "fledge-keys-changed", Expression: ownedChanged()}}
 }
 
 // Configurations returns the webhook configurations of ARCHITECTURE.md:
 // the mutating webhook on Deployment updates in opted-in namespaces and the
 // validating webhook on policy ConfigMaps.
 func Configurations(t Target) (*admissionregistrationv1.MutatingWebhookConfiguration, *admissionregistrationv1.ValidatingWebhookConfiguration) {
-	mutating := &admissionregistrationv1.MutatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: MutatingConfigurationName},
-		Webhooks: []admissionregistrationv1.MutatingWebhook{{
-			Name:         deploymentsWebhookName,
+	deployments := func(name string, op admissionregistrationv1.OperationType, resource string, conditions []admissionregistrationv1.MatchCondition) admissionregistrationv1.MutatingWebhook {
+		return admissionregistrationv1.MutatingWebhook{
+			Name:         name,
 			ClientConfig: t.clientConfig(DeploymentsPath),
 			Rules: []admissionregistrationv1.RuleWithOperations{{
-				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Update},
+				Operations: []admissionregistrationv1.OperationType{op},
 				Rule: admissionregistrationv1.Rule{
 					APIGroups: []string{"apps"}, APIVersions: []string{"v1"},
-					Resources: []string{"deployments"}, Scope: ptr.To(admissionregistrationv1.NamespacedScope),
+					Resources: []string{resource}, Scope: ptr.To(admissionregistrationv1.NamespacedScope),
 				},
 			}},
 			NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
 				{Key: rollout.LabelEnabled, Operator: metav1.LabelSelectorOpIn, Values: []string{"true"}},
 				t.notSystem(),
 			}},
-			MatchConditions:         deploymentConditions(),
+			MatchConditions:         conditions,
 			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNone),
 			TimeoutSeconds:          ptr.To[int32](5),
 			FailurePolicy:           ptr.To(admissionregistrationv1.Fail),
 			MatchPolicy:             ptr.To(admissionregistrationv1.Equivalent),
 			ReinvocationPolicy:      ptr.To(admissionregistrationv1.NeverReinvocationPolicy),
 			AdmissionReviewVersions: []string{"v1"},
-		}},
+		}
+	}
+	// Every path that can write fledge's keys is covered: updates,
+	// creates (a restored backup), and the status subresource, which can
+	// change metadata too.
+	mutating := &admissionregistrationv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: MutatingConfigurationName},
+		Webhooks: []admissionregistrationv1.MutatingWebhook{
+			deployments(deploymentsWebhookName, admissionregistrationv1.Update, "deployments", updateConditions()),
+			deployments(createWebhookName, admissionregistrationv1.Create, "deployments", createConditions()),
+			deployments(statusWebhookName, admissionregistrationv1.Update, "deployments/status", statusConditions()),
+		},
 	}
 	validating := &admissionregistrationv1.ValidatingWebhookConfiguration{
 		ObjectMeta: metav1.ObjectMeta{Name: ValidatingConfigurationName},

@@ -3,6 +3,7 @@ package webhook
 import (
 	"fmt"
 	"maps"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -27,7 +28,10 @@ type Update struct {
 	// Services are the Services of the namespace, to warn at apply about
 	// one that would send the canary no traffic.
 	Services []corev1.Service
-	Now      time.Time
+	// Keys seal the state a new rollout starts with, and tell the state
+	// fledge wrote from any other.
+	Keys rollout.Keys
+	Now  time.Time
 }
 
 // Resolved is the outcome of resolving a Deployment's policy.
@@ -61,12 +65,13 @@ func Decide(u Update) Decision {
 	out := u.New.DeepCopy()
 	warnings := keepOwnedAnnotations(u.Old, out)
 
-	state, err := rollout.ParseState(u.Old)
+	state, err := rollout.OpenState(u.Old, u.Keys)
 	if err != nil {
-		// Only fledge writes the state, so this is a bug or a hand edit that
-		// got past the webhook. Admitting keeps the Deployment usable; the
-		// router reports the broken state.
-		warnings = append(warnings, fmt.Sprintf("fledge: %v", err))
+		// A state fledge did not write (written before the namespace opted
+		// in, or while the webhook was bypassed) is no rollout: the update
+		// is decided as if there were none, and the router drops it.
+		warnings = append(warnings, fmt.Sprintf("fledge: %v; fledge ignores it", err))
+		state = nil
 	}
 	last, err := rollout.ParseOutcome(u.Old)
 	if err != nil {
@@ -120,6 +125,56 @@ func Decide(u Update) Decision {
 		return start(u, out, s, rollout.PodLabels(&u.Old.Spec.Template), warnings,
 			fmt.Sprintf("fledge: a new revision of %s supersedes the canary; restarting at step 1: %s", name, u.Policy.Policy.StepsString()))
 	}
+}
+
+// Create is a Deployment CREATE that carries fledge-owned annotations (a
+// restored backup, a copied manifest): the apiserver calls the webhook for
+// no other.
+type Create struct {
+	New        *appsv1.Deployment
+	FromFledge bool
+}
+
+// DecideCreate strips the fledge-owned annotations from a new Deployment:
+// a state or an outcome is fledge's record of one Deployment, and a new one
+// (a new UID) has had no rollout. A Deployment restored from a backup taken
+// mid-rollout therefore starts clean; the pause that came with its state
+// was fledge's, so it is lifted, and with nothing serving yet the
+// Deployment rolls out natively, as any new one does.
+func DecideCreate(c Create) Decision {
+	if c.FromFledge {
+		return Decision{}
+	}
+	out := c.New.DeepCopy()
+	var stripped []string
+	for _, key := range rollout.OwnedAnnotations {
+		if _, ok := out.Annotations[key]; ok {
+			delete(out.Annotations, key)
+			stripped = append(stripped, key)
+		}
+	}
+	if len(stripped) == 0 {
+		return Decision{}
+	}
+	msg := fmt.Sprintf("fledge: removed %s from the new Deployment %s: only fledge writes them, for the Deployment it rolls out; a new Deployment starts with no rollout",
+		strings.Join(stripped, " and "), c.New.Name)
+	if _, had := c.New.Annotations[rollout.AnnotationState]; had && out.Spec.Paused {
+		out.Spec.Paused = false
+		msg += ", so the pause that came with its rollout state is lifted"
+	}
+	return Decision{Object: out, Warnings: []string{msg}}
+}
+
+// DecideStatus puts back the fledge-owned annotations that a write through
+// the deployments/status subresource, which can change metadata, tried to
+// change. The apiserver calls the webhook for no other status write.
+func DecideStatus(old, cur *appsv1.Deployment, fromFledge bool) Decision {
+	if fromFledge {
+		return Decision{}
+	}
+	out := cur.DeepCopy()
+	warnings := keepOwnedAnnotations(old, out)
+	return admit(cur, out, warnings)
 }
 
 // decideHeld decides on an update of a Deployment that holds the failed
@@ -207,9 +262,9 @@ func newState(u Update, stable, canary string, attempt int32) *rollout.State {
 // stable pods' labels, it warns of every Service that would send the canary
 // no traffic: the rollout will hold until it does.
 func start(u Update, out *appsv1.Deployment, s *rollout.State, stable labels.Set, warnings []string, msg string) Decision {
-	encoded, err := s.Encode()
+	encoded, err := rollout.SealState(s, u.Keys, u.Old.UID)
 	if err != nil {
-		return Decision{Denied: fmt.Sprintf("fledge: %v", err)}
+		return Decision{Denied: fmt.Sprintf("fledge: %s: %v; try again in a few seconds, or %s", u.New.Name, err, bypass)}
 	}
 	if out.Annotations == nil {
 		out.Annotations = map[string]string{}

@@ -23,7 +23,7 @@ var now = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC).Local()
 func web(image string) *appsv1.Deployment {
 	labels := map[string]string{"app": "web"}
 	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "team-a"},
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "team-a", UID: "uid-web"},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To[int32](4),
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
@@ -62,6 +62,9 @@ var heldWarn = "fledge: web holds revision " + rollout.TemplateHash(&web("demo:v
 	", rolled back at 2026-11-25T11:55:00Z (error-rate 0.3 > 0.05 at step 3 (50%)): applying it again releases nothing; web stays paused and the stable revision " +
 	rollout.TemplateHash(&web("demo:v1").Spec.Template) + " serves. To release it again: kubectl fledge retry web; to go back: kubectl fledge undo web, or apply the stable manifest"
 
+// testKeys seal the states of these tests.
+var testKeys = rollout.StaticKeys{{ID: "20261125T000000Z", Secret: []byte("a-test-key-of-thirty-two-bytes!!")}}
+
 // running is web with the canary image in its template and a rollout of it
 // in phase.
 func running(phase rollout.Phase) *appsv1.Deployment {
@@ -77,7 +80,7 @@ func running(phase rollout.Phase) *appsv1.Deployment {
 		PolicySource:   "default",
 		StartedAt:      metav1.NewMicroTime(now.Add(-time.Minute)),
 	}
-	encoded, err := s.Encode()
+	encoded, err := rollout.SealState(&s, testKeys, d.UID)
 	if err != nil {
 		panic(err)
 	}
@@ -279,6 +282,46 @@ func TestDecide(t *testing.T) {
 			},
 		},
 		{
+			name: "a state fledge did not write is no rollout: an unpause passes, with a warning",
+			update: Update{
+				Old: with(running(rollout.Progressing), func(d *appsv1.Deployment) { d.Annotations[rollout.AnnotationState] = `{"phase":"Promoting"}` }),
+				New: with(running(rollout.Progressing), func(d *appsv1.Deployment) {
+					d.Annotations[rollout.AnnotationState] = `{"phase":"Promoting"}`
+					d.Spec.Paused = false
+				}),
+			},
+			wantUnchanged: true,
+			wantWarnings:  []string{"fledge: annotation fledge.dev/rollout of team-a/web was not written by fledge for it: it has no seal; fledge ignores it"},
+		},
+		{
+			name: "a state copied from another Deployment is no rollout: a new template starts a fresh one",
+			update: Update{
+				Old: with(running(rollout.Progressing), func(d *appsv1.Deployment) { d.UID = "uid-other"; image("demo:v1")(d) }),
+				New: with(running(rollout.Progressing), func(d *appsv1.Deployment) { d.UID = "uid-other"; image("demo:v4")(d) }),
+			},
+			wantPaused: true,
+			wantState: &rollout.State{Phase: rollout.Progressing, Attempt: 1,
+				StableRevision: rollout.TemplateHash(&web("demo:v1").Spec.Template), CanaryRevision: rollout.TemplateHash(&web("demo:v4").Spec.Template),
+				Policy: *policy.Default(), PolicySource: "default", StartedAt: metav1.NewMicroTime(now)},
+			wantWarnings: []string{
+				"fledge: annotation fledge.dev/rollout of team-a/web was not written by fledge for it: its seal does not match: it was copied from another Deployment, restored from a backup, or changed by hand; fledge ignores it",
+				"fledge: canary rollout started for web: 5% → 25% → 50% → 100%",
+			},
+		},
+		{
+			name:       "with no state key loaded, a release is refused rather than started unsealed",
+			update:     Update{Old: web("demo:v1"), New: web("demo:v2"), Keys: rollout.StaticKeys{}},
+			wantDenied: `fledge: web: fledge's state key is not loaded yet; try again in a few seconds, or to deploy without fledge, set the annotation fledge.dev/skip: "true" on the Deployment or remove the label fledge.dev/enabled from the namespace`,
+		},
+		{
+			name: "fledge.dev/skip does not let a user write fledge's state",
+			update: Update{Old: running(rollout.Progressing), New: with(running(rollout.Progressing), func(d *appsv1.Deployment) {
+				d.Annotations[rollout.AnnotationSkip] = "true"
+				d.Annotations[rollout.AnnotationState] = `{"phase":"Promoting"}`
+			})},
+			wantUnchanged: true,
+		},
+		{
 			name:          "a user's edit during Promoting does not pause the Deployment again",
 			update:        Update{Old: with(running(rollout.Promoting), func(d *appsv1.Deployment) { d.Spec.Paused = false }), New: with(running(rollout.Promoting), func(d *appsv1.Deployment) { d.Spec.Paused = false; d.Annotations[policy.Annotation] = "fledge-policy" })},
 			wantUnchanged: true,
@@ -304,6 +347,9 @@ func TestDecide(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			u := tt.update
 			u.Now = now
+			if u.Keys == nil {
+				u.Keys = testKeys
+			}
 			if u.Policy == (Resolved{}) {
 				u.Policy = defaultPolicy
 			}
@@ -326,10 +372,15 @@ func TestDecide(t *testing.T) {
 	}
 }
 
+// stateOf is the state of d, which must be sealed for it with testKeys,
+// without its seal.
 func stateOf(d *appsv1.Deployment) *rollout.State {
-	s, err := rollout.ParseState(d)
+	s, err := rollout.OpenState(d, testKeys)
 	if err != nil {
 		panic(err)
+	}
+	if s != nil {
+		s.Seal = ""
 	}
 	return s
 }

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/fledge-dev/fledge/policy"
+	"github.com/fledge-dev/fledge/rollout"
 )
 
 // Paths the webhook server serves.
@@ -24,14 +25,17 @@ const (
 	PoliciesPath    = "/validate-policies"
 )
 
-// Deployments is the mutating webhook on Deployment updates. It decodes the
-// request, resolves the policy from the informer cache, calls Decide and
-// encodes the answer as a JSON patch.
+// Deployments is the mutating webhook on Deployments: updates, creates
+// that carry fledge's annotations, and status writes that change them. It
+// decodes the request, resolves the policy from the informer cache, calls
+// the matching Decide function and encodes the answer as a JSON patch.
 type Deployments struct {
 	// Reader reads policy ConfigMaps and Services; give it the manager's cache.
 	Reader client.Reader
 	// Self is the username of fledge's own identity, whose writes pass.
-	Self  string
+	Self string
+	// Keys seal a new rollout's state and check the state of an update.
+	Keys  rollout.Keys
 	Clock clock.PassiveClock
 	// Observe, when set, is told how long each admission took.
 	Observe func(time.Duration)
@@ -42,18 +46,28 @@ func (h *Deployments) Handle(ctx context.Context, req admission.Request) admissi
 	if h.Observe != nil {
 		defer func(start time.Time) { h.Observe(time.Since(start)) }(time.Now())
 	}
-	if req.Operation != admissionv1.Update {
-		return admission.Allowed("")
-	}
-	var old, cur appsv1.Deployment
-	if err := json.Unmarshal(req.OldObject.Raw, &old); err != nil {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode oldObject: %w", err))
-	}
+	fromFledge := req.UserInfo.Username == h.Self
+	var cur appsv1.Deployment
 	if err := json.Unmarshal(req.Object.Raw, &cur); err != nil {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode object: %w", err))
 	}
+	if req.Operation == admissionv1.Create {
+		return respond(req, DecideCreate(Create{New: &cur, FromFledge: fromFledge}))
+	}
+	if req.Operation != admissionv1.Update {
+		return admission.Allowed("")
+	}
+	var old appsv1.Deployment
+	if err := json.Unmarshal(req.OldObject.Raw, &old); err != nil {
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode oldObject: %w", err))
+	}
+	if req.SubResource == "status" {
+		return respond(req, DecideStatus(&old, &cur, fromFledge))
+	}
+	if req.SubResource != "" {
+		return admission.Allowed("")
+	}
 
-	fromFledge := req.UserInfo.Username == h.Self
 	var services []corev1.Service
 	if !fromFledge && !apiequality.Semantic.DeepEqual(old.Spec.Template, cur.Spec.Template) {
 		// Only a changed template can start a rollout, the one decision
@@ -64,14 +78,19 @@ func (h *Deployments) Handle(ctx context.Context, req admission.Request) admissi
 		}
 		services = list.Items
 	}
-	d := Decide(Update{
+	return respond(req, Decide(Update{
 		Old:        &old,
 		New:        &cur,
 		FromFledge: fromFledge,
 		Policy:     h.resolve(ctx, req.Namespace, &cur),
 		Services:   services,
+		Keys:       h.Keys,
 		Now:        h.Clock.Now(),
-	})
+	}))
+}
+
+// respond encodes a decision as the admission response to req.
+func respond(req admission.Request, d Decision) admission.Response {
 	var resp admission.Response
 	switch {
 	case d.Denied != "":

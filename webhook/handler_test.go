@@ -28,6 +28,7 @@ func server(t testing.TB, objs ...runtime.Object) *httptest.Server {
 	h := &Deployments{
 		Reader: fake.NewClientBuilder().WithRuntimeObjects(objs...).Build(),
 		Self:   "system:serviceaccount:fledge-system:fledge",
+		Keys:   testKeys,
 		Clock:  clocktesting.NewFakePassiveClock(now),
 	}
 	srv := httptest.NewServer(&admission.Webhook{Handler: h})
@@ -37,8 +38,18 @@ func server(t testing.TB, objs ...runtime.Object) *httptest.Server {
 
 // review is an AdmissionReview of a Deployment UPDATE from old to cur.
 func review(t testing.TB, user string, old, cur any) []byte {
-	oldRaw, err := json.Marshal(old)
-	require.NoError(t, err)
+	return reviewOf(t, admissionv1.Update, "", user, old, cur)
+}
+
+// reviewOf is an AdmissionReview of a Deployment operation on subresource
+// ("" for the Deployment itself); old is nil for a CREATE.
+func reviewOf(t testing.TB, op admissionv1.Operation, subresource, user string, old, cur any) []byte {
+	var oldRaw []byte
+	if old != nil {
+		var err error
+		oldRaw, err = json.Marshal(old)
+		require.NoError(t, err)
+	}
 	curRaw, err := json.Marshal(cur)
 	require.NoError(t, err)
 	body, err := json.Marshal(admissionv1.AdmissionReview{
@@ -48,10 +59,11 @@ func review(t testing.TB, user string, old, cur any) []byte {
 			Kind:      metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"},
 			Resource:  metav1.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"},
 			Namespace: "team-a", Name: "web",
-			Operation: admissionv1.Update,
-			UserInfo:  authenticationv1.UserInfo{Username: user},
-			Object:    runtime.RawExtension{Raw: curRaw},
-			OldObject: runtime.RawExtension{Raw: oldRaw},
+			SubResource: subresource,
+			Operation:   op,
+			UserInfo:    authenticationv1.UserInfo{Username: user},
+			Object:      runtime.RawExtension{Raw: curRaw},
+			OldObject:   runtime.RawExtension{Raw: oldRaw},
 		},
 	})
 	require.NoError(t, err)
@@ -120,6 +132,69 @@ func TestHandlerLetsFledgeThrough(t *testing.T) {
 	assert.Empty(t, out.Response.Warnings)
 }
 
+// patchOps decodes a JSON patch into path → value.
+func patchOps(t *testing.T, patch []byte) map[string]any {
+	var ops []map[string]any
+	require.NoError(t, json.Unmarshal(patch, &ops))
+	paths := map[string]any{}
+	for _, op := range ops {
+		paths[op["path"].(string)] = op["value"]
+	}
+	return paths
+}
+
+// A Deployment restored from a backup taken mid-rollout, or created from
+// a copied `kubectl get -o yaml`, carries fledge's state and pause.
+func TestHandlerStripsFledgeKeysFromACreate(t *testing.T) {
+	srv := server(t)
+	restored := with(running(rollout.Progressing), func(d *appsv1.Deployment) {
+		d.UID = ""
+		d.Annotations[rollout.AnnotationLast] = `{"phase":"RolledBack"}`
+		d.Annotations["team.example/owner"] = "shop"
+	})
+	code, out := post(t, srv, reviewOf(t, admissionv1.Create, "", "alice", nil, restored))
+	require.Equal(t, http.StatusOK, code)
+	assert.True(t, out.Response.Allowed)
+	assert.Equal(t, []string{"fledge: removed fledge.dev/rollout and fledge.dev/last-rollout from the new Deployment web: only fledge writes them, for the Deployment it rolls out; a new Deployment starts with no rollout, so the pause that came with its rollout state is lifted"}, out.Response.Warnings)
+	assert.Equal(t, map[string]any{
+		"/spec/paused": nil, // removed: false is paused's zero value
+		"/metadata/annotations/fledge.dev~1rollout":      nil,
+		"/metadata/annotations/fledge.dev~1last-rollout": nil,
+	}, patchOps(t, out.Response.Patch))
+
+	// fledge's own creates (its canaries) pass as they are.
+	code, out = post(t, srv, reviewOf(t, admissionv1.Create, "", "system:serviceaccount:fledge-system:fledge", nil, restored))
+	require.Equal(t, http.StatusOK, code)
+	assert.True(t, out.Response.Allowed)
+	assert.Nil(t, out.Response.Patch)
+}
+
+// kubectl patch deploy web --subresource=status --type=merge -p
+// '{"metadata":{"annotations":{"fledge.dev/rollout":"{\"phase\":\"Promoting\"}"}}}'
+func TestHandlerPutsBackFledgeKeysOnAStatusWrite(t *testing.T) {
+	srv := server(t)
+	old := running(rollout.Progressing)
+	forged := with(old, func(d *appsv1.Deployment) {
+		d.Annotations[rollout.AnnotationState] = `{"phase":"Promoting"}`
+		d.Status.ObservedGeneration = 7
+	})
+	code, out := post(t, srv, reviewOf(t, admissionv1.Update, "status", "alice", old, forged))
+	require.Equal(t, http.StatusOK, code)
+	assert.True(t, out.Response.Allowed)
+	assert.Equal(t, []string{"fledge: annotation fledge.dev/rollout is written by fledge only; your change to it was undone"}, out.Response.Warnings)
+	assert.Equal(t, map[string]any{
+		"/metadata/annotations/fledge.dev~1rollout": old.Annotations[rollout.AnnotationState],
+	}, patchOps(t, out.Response.Patch))
+
+	// A status write that leaves fledge's keys alone passes as it is,
+	// even with a new template in it (the status subresource ignores spec).
+	code, out = post(t, srv, reviewOf(t, admissionv1.Update, "status", "alice", old, with(old, image("demo:v9"))))
+	require.Equal(t, http.StatusOK, code)
+	assert.True(t, out.Response.Allowed)
+	assert.Nil(t, out.Response.Patch)
+	assert.Empty(t, out.Response.Warnings)
+}
+
 // FuzzDeploymentsReview feeds arbitrary bodies to the webhook as the
 // apiserver would: it must never panic, and every 200 answer is a
 // well-formed AdmissionReview for the request's UID.
@@ -157,6 +232,7 @@ func BenchmarkDeploymentsAdmission(b *testing.B) {
 	h := &Deployments{
 		Reader: fake.NewClientBuilder().Build(),
 		Self:   "fledge",
+		Keys:   testKeys,
 		Clock:  clocktesting.NewFakePassiveClock(now),
 	}
 	var rev admissionv1.AdmissionReview
