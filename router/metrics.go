@@ -20,15 +20,22 @@ type Metrics struct {
 	checks          *prometheus.CounterVec
 
 	mu sync.Mutex
-	// cuts holds when this process ordered each canary's cut, by
-	// namespace/name.
-	cuts map[string]time.Time
+	// cuts holds the rollback cut this process is timing for each
+	// Deployment, by namespace/name.
+	cuts map[string]cutTimer
+}
+
+// cutTimer is one rollback's cut as this process saw it.
+type cutTimer struct {
+	attempt int32     // the rollout attempt rolling back
+	began   time.Time // the first reconcile that ordered the cut
+	timed   bool      // fledge_rollback_seconds has its sample
 }
 
 // NewMetrics registers the router's metrics with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		cuts: map[string]time.Time{},
+		cuts: map[string]cutTimer{},
 		phase: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "fledge_rollouts",
 			Help: "Rollouts in progress: 1 for the phase each Deployment's rollout is in. sum by (phase) counts rollouts by phase.",
@@ -92,22 +99,30 @@ func (m *Metrics) evaluation(e *policy.Evaluation) {
 	}
 }
 
-// cut times a canary's cut: the first call for a Deployment is when the
-// cut was ordered, the call with gone when it had no pod left. A cut that
-// began under another manager process is timed from when this one took it
-// over, so a manager outage is not counted as time to cut.
-func (m *Metrics) cut(ns, name string, now time.Time, gone bool) {
-	key := ns + "/" + name
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	began, ok := m.cuts[key]
-	if !ok {
-		began = now
-	}
-	if !gone {
-		m.cuts[key] = began
+// cut times a rollback's cut of the canary, once per rollout attempt:
+// from the first reconcile whose plan was Cutting to the first whose plan
+// saw the canary gone. The plan decides what is a rollback (an abort is
+// not); cut only keeps the clock and remembers that the sample was taken,
+// because a later reconcile of the same rollback (a requeue, the canary's
+// deletion) plans the same CanaryGone, and only this memory tells them
+// apart without a new field in the rollout state. Keying by attempt keeps
+// a rollout whose end this process missed from lending its start to the
+// next. A cut that began under another manager process is timed from when
+// this one took it over, so a manager outage is not counted as time to cut.
+func (m *Metrics) cut(o Observed, p Plan) {
+	if !p.Cutting {
 		return
 	}
-	delete(m.cuts, key)
-	m.rollbackSeconds.Observe(now.Sub(began).Seconds())
+	key := o.Deployment.Namespace + "/" + o.Deployment.Name
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.cuts[key]
+	if !ok || c.attempt != o.State.Attempt {
+		c = cutTimer{attempt: o.State.Attempt, began: o.Now}
+	}
+	if p.CanaryGone && !c.timed {
+		m.rollbackSeconds.Observe(o.Now.Sub(c.began).Seconds())
+		c.timed = true
+	}
+	m.cuts[key] = c
 }

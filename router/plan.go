@@ -66,8 +66,11 @@ type Plan struct {
 	ClearCommand bool
 	// Events to emit on the Deployment, in order.
 	Events []Event
-	// Cutting is set while the canary is being cut; CanaryGone on the
-	// reconcile that saw it at zero pods, to measure how long the cut took.
+	// Cutting is set while a rollback (RollingBack: checks or pod health
+	// failed) cuts the canary; CanaryGone on a reconcile that saw it at
+	// zero pods. They time fledge_rollback_seconds, so an abort or a
+	// hand-back, which cut the canary the same way, sets neither: a
+	// person's choice is not a rollback.
 	Cutting, CanaryGone bool
 	// RequeueAfter is when to look again without a change to wait for.
 	RequeueAfter time.Duration
@@ -732,14 +735,14 @@ func (p *planner) restoreTotal() {
 // canary goes.
 func (p *planner) cut() bool {
 	p.restoreTotal()
-	p.plan.Cutting = true
+	p.plan.Cutting = p.s.Phase == rollout.RollingBack
 	p.plan.CanaryReplicas = ptr.To[int32](0)
 	if c := p.o.Canary; c != nil && (ptr.Deref(c.Spec.Replicas, 0) != 0 || c.Status.Replicas != 0 || servingPods(p.o.CanaryPods) > 0) {
 		p.s.Message = "cutting the canary: waiting for its pods to stop"
 		p.requeue(pollWaiting)
 		return false
 	}
-	p.plan.CanaryGone = true
+	p.plan.CanaryGone = p.plan.Cutting
 	p.plan.CanaryReplicas = nil
 	return true
 }

@@ -343,9 +343,7 @@ func (r *Reconciler) apply(ctx context.Context, o Observed, p Plan) error {
 		r.Events.Eventf(d, nil, e.Type, e.Reason, "Rollout", "%s", e.Message)
 		logf.FromContext(ctx).Info(e.Message, "reason", e.Reason)
 	}
-	if p.Cutting {
-		r.Metrics.cut(d.Namespace, d.Name, o.Now, p.CanaryGone)
-	}
+	r.Metrics.cut(o, p)
 	if o.Evaluation != nil {
 		r.Metrics.evaluation(o.Evaluation)
 	}
