@@ -3,15 +3,46 @@ package rollout
 import (
 	"maps"
 	"strconv"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 )
 
-// CanaryName is the name of a Deployment's canary.
-func CanaryName(deployment string) string { return deployment + CanarySuffix }
+// CanaryName is the name of a Deployment's canary: <name>-canary.
+func CanaryName(deployment string) string { return deployment + canarySuffix }
+
+// StableName is the name of the Deployment whose canary is named canary;
+// false when canary is not a canary's name.
+func StableName(canary string) (string, bool) {
+	name, ok := strings.CutSuffix(canary, canarySuffix)
+	if !ok || name == "" {
+		return "", false
+	}
+	return name, true
+}
+
+// StableOfCanaryPod is the name of the Deployment, in the pod's namespace,
+// that a canary pod serves: its ReplicaSet is the canary's, named
+// <name>-canary-<pod-template-hash>. false for a pod that is not a canary
+// pod, or not controlled by a canary's ReplicaSet.
+func StableOfCanaryPod(pod metav1.Object) (string, bool) {
+	if pod.GetLabels()[LabelTrack] != TrackCanary {
+		return "", false
+	}
+	owner := metav1.GetControllerOf(pod)
+	if owner == nil || owner.Kind != "ReplicaSet" {
+		return "", false
+	}
+	i := strings.LastIndexByte(owner.Name, '-')
+	if i < 0 {
+		return "", false
+	}
+	return StableName(owner.Name[:i])
+}
 
 // CanaryTemplate is the pod template the canary of attempt runs: the
 // Deployment's new template with fledge.dev/track: canary and
@@ -37,6 +68,13 @@ func CanarySelector(d *appsv1.Deployment) *metav1.LabelSelector {
 	s := d.Spec.Selector.DeepCopy()
 	s.MatchLabels = withTrack(s.MatchLabels)
 	return s
+}
+
+// CanaryPodLabels are the labels of the pods that the canary of attempt
+// runs, without the ReplicaSet's pod-template-hash: what a Service must
+// select to reach them.
+func CanaryPodLabels(d *appsv1.Deployment, attempt int32) labels.Set {
+	return PodLabels(CanaryTemplate(d, attempt))
 }
 
 // IsCanary reports whether a Deployment is a fledge canary.

@@ -1,5 +1,7 @@
 package rollout
 
+import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 // Names on the cluster (ARCHITECTURE.md, "Names on the cluster").
 const (
 	// LabelEnabled on a Namespace opts it in ("true").
@@ -29,8 +31,9 @@ const (
 	// AnnotationRestartedAt is what `kubectl rollout restart` changes in the
 	// pod template; a restart is not a release.
 	AnnotationRestartedAt = "kubectl.kubernetes.io/restartedAt"
-	// CanarySuffix is appended to a Deployment's name to name its canary.
-	CanarySuffix = "-canary"
+	// canarySuffix is appended to a Deployment's name to name its canary
+	// (CanaryName, StableName).
+	canarySuffix = "-canary"
 )
 
 // Commands people send through AnnotationCommand; the router consumes them.
@@ -51,3 +54,16 @@ const Commands = "promote, promote-full, abort, pause, resume or retry"
 // OwnedAnnotations are the keys only fledge may write; the webhook puts back
 // what anyone else changes.
 var OwnedAnnotations = []string{AnnotationState, AnnotationLast}
+
+// OptedIn reports whether a Namespace with these labels opted in to
+// fledge (LabelEnabled: "true"): the webhook and the router act only there.
+func OptedIn(namespaceLabels map[string]string) bool {
+	return namespaceLabels[LabelEnabled] == "true"
+}
+
+// Skipped reports whether a Deployment carries AnnotationSkip: "true": it
+// rolls out natively, and a canary carries it so that the webhook never
+// takes a change to it for a release.
+func Skipped(d metav1.Object) bool {
+	return d.GetAnnotations()[AnnotationSkip] == "true"
+}

@@ -102,7 +102,7 @@ func plan(o Observed) Plan {
 	p := &planner{o: o, s: copyState(o.State)}
 	p.plan.Paused = true
 	p.command()
-	if p.o.Deployment.Annotations[rollout.AnnotationSkip] == "true" {
+	if rollout.Skipped(p.o.Deployment) {
 		p.handBack()
 		return p.result()
 	}
@@ -165,18 +165,18 @@ func (p *planner) command() {
 	switch {
 	case cmd == rollout.CommandAbort && !p.s.Phase.Finishing():
 		p.s.Phase = rollout.Aborted
-		p.s.Reason = &rollout.Reason{Check: "user", Step: p.s.Step, Weight: p.weight(), Message: "aborted by user"}
-		p.event(corev1.EventTypeNormal, "Command", "abort: aborting the rollout of %s at step %d (%d%%)", p.name(), p.s.Step+1, p.weight())
+		p.s.Reason = &rollout.Reason{Check: "user", Step: p.s.Step, Weight: p.s.TargetWeight(), Message: "aborted by user"}
+		p.event(corev1.EventTypeNormal, "Command", "abort: aborting the rollout of %s at step %d (%d%%)", p.name(), p.s.Step+1, p.s.TargetWeight())
 	case cmd == rollout.CommandPause && live:
 		p.s.Phase = rollout.Paused
 		p.s.Message = "paused by user: kubectl fledge resume " + p.name()
-		p.event(corev1.EventTypeNormal, "Command", "pause: %s holds at step %d (%d%%)", p.name(), p.s.Step+1, p.weight())
+		p.event(corev1.EventTypeNormal, "Command", "pause: %s holds at step %d (%d%%)", p.name(), p.s.Step+1, p.s.TargetWeight())
 	case cmd == rollout.CommandResume && p.s.Phase == rollout.Paused:
 		p.s.Phase = rollout.Progressing
 		p.s.Message = ""
-		p.event(corev1.EventTypeNormal, "Command", "resume: %s goes on at step %d (%d%%)", p.name(), p.s.Step+1, p.weight())
+		p.event(corev1.EventTypeNormal, "Command", "resume: %s goes on at step %d (%d%%)", p.name(), p.s.Step+1, p.s.TargetWeight())
 	case cmd == rollout.CommandPromote && live:
-		p.event(corev1.EventTypeNormal, "Command", "promote: %s leaves step %d (%d%%) now", p.name(), p.s.Step+1, p.weight())
+		p.event(corev1.EventTypeNormal, "Command", "promote: %s leaves step %d (%d%%) now", p.name(), p.s.Step+1, p.s.TargetWeight())
 		p.s.Phase = rollout.Progressing
 		p.advance()
 	case cmd == rollout.CommandPromoteFull && live:
@@ -190,14 +190,6 @@ func (p *planner) command() {
 	default:
 		p.event(corev1.EventTypeWarning, "CommandIgnored", "unknown command %q; use %s", cmd, rollout.Commands)
 	}
-}
-
-// weight is the target weight of the current step.
-func (p *planner) weight() int32 {
-	if int(p.s.Step) < len(p.s.Policy.Steps) {
-		return p.s.Policy.Steps[p.s.Step].Weight
-	}
-	return 100
 }
 
 // stableReplicas is the user's replica count for the stable version.
@@ -243,10 +235,10 @@ func (p *planner) total() int32 {
 // counts returns the planned canary and stable counts for the current step.
 func (p *planner) counts() (canary, stable int32) {
 	if p.shift() {
-		return ShiftReplicas(p.total(), p.weight())
+		return shiftReplicas(p.total(), p.s.TargetWeight())
 	}
 	s := p.stableReplicas()
-	return SurgeReplicas(s, p.weight()), s
+	return surgeReplicas(s, p.s.TargetWeight()), s
 }
 
 // progress runs the current step: canary pods up and Ready, in the traffic
@@ -310,7 +302,7 @@ func (p *planner) startStep() {
 	canary, stable := p.counts()
 	p.s.Message = fmt.Sprintf("waiting for %d canary pods to be Ready", canary)
 	p.event(corev1.EventTypeNormal, "Step", "step %d of %d: %s canary at %d%% target: %d canary and %d stable pods (%.1f%% effective)",
-		p.s.Step+1, len(p.s.Policy.Steps), p.name(), p.weight(), canary, stable, EffectiveWeight(canary, stable))
+		p.s.Step+1, len(p.s.Policy.Steps), p.name(), p.s.TargetWeight(), canary, stable, rollout.EffectiveWeight(canary, stable))
 }
 
 // attemptPods are the canary pods of the current attempt: pods of an
@@ -364,7 +356,7 @@ func failureReason(pod *corev1.Pod) string {
 
 // reason builds a failure reason at the current step.
 func (p *planner) reason(check string, value, bound *float64, format string, args ...any) *rollout.Reason {
-	return &rollout.Reason{Check: check, Value: value, Bound: bound, Step: p.s.Step, Weight: p.weight(), Message: fmt.Sprintf(format, args...)}
+	return &rollout.Reason{Check: check, Value: value, Bound: bound, Step: p.s.Step, Weight: p.s.TargetWeight(), Message: fmt.Sprintf(format, args...)}
 }
 
 // stalled reports whether the step cannot be judged now, and holds it:
@@ -403,18 +395,18 @@ func (p *planner) stalled(want int32) bool {
 			p.s.NotReadySince = p.now()
 		}
 		timeout := p.s.Policy.Health.ReadyTimeout.Duration
-		waited := p.o.Now.Sub(p.s.NotReadySince.Time)
-		if waited >= timeout {
+		left, _ := p.s.ReadyTimeoutLeft(p.o.Now)
+		if left == 0 {
 			p.fail(*p.reason("ready-timeout", ptr.To(float64(ready)), ptr.To(float64(want)),
 				"%d of %d canary pods Ready after %s (readyTimeout)", ready, want, timeout))
 			p.rollBack()
 			return true
 		}
-		p.stall(min(pollWaiting, timeout-waited), "", "", fmt.Sprintf("waiting for %d canary pods to be Ready", want))
+		p.stall(min(pollWaiting, left), "", "", fmt.Sprintf("waiting for %d canary pods to be Ready", want))
 		return true
 	}
 	p.s.NotReadySince = nil
-	if gaps := rollout.ServiceGaps(p.o.Services, p.o.StableLabels, rollout.PodLabels(rollout.CanaryTemplate(p.o.Deployment, p.s.Attempt))); len(gaps) > 0 {
+	if gaps := rollout.ServiceGaps(p.o.Services, p.o.StableLabels, rollout.CanaryPodLabels(p.o.Deployment, p.s.Attempt)); len(gaps) > 0 {
 		p.stall(pollStalled, corev1.EventTypeWarning, "ServiceMissesCanary", gaps[0].Gap()+"; the rollout holds until it does (kubectl fledge diagnose "+p.name()+")")
 		return true
 	}
@@ -489,7 +481,7 @@ func podReady(pod *corev1.Pod) bool {
 func (p *planner) startHolding(canary, stable int32) {
 	p.s.HoldingSince = p.now()
 	p.s.History = append(p.s.History, rollout.StepRecord{
-		Step: p.s.Step, Weight: p.weight(), Effective: EffectiveWeight(canary, stable),
+		Step: p.s.Step, Weight: p.s.TargetWeight(), Effective: rollout.EffectiveWeight(canary, stable),
 		Canary: canary, Stable: stable, Started: *p.s.StepStartedAt, Ready: p.s.HoldingSince,
 	})
 }
@@ -503,15 +495,14 @@ func (p *planner) recordCounts(canary, stable int32) {
 	}
 	r := &p.s.History[n-1]
 	if r.Canary != canary || r.Stable != stable {
-		r.Canary, r.Stable, r.Effective = canary, stable, EffectiveWeight(canary, stable)
+		r.Canary, r.Stable, r.Effective = canary, stable, rollout.EffectiveWeight(canary, stable)
 	}
 }
 
 // pausedMessage says what a paused step waits for: an approval once a
 // step with approval: manual has held, else the person who paused it.
 func (p *planner) pausedMessage() string {
-	step := p.s.Policy.Steps[p.s.Step]
-	if step.Approval == policy.ApprovalManual && p.s.HoldingSince != nil && p.o.Now.Sub(p.s.HoldingSince.Time) >= step.Hold.Duration {
+	if p.s.AwaitsApproval(p.o.Now) {
 		return "waiting for approval: kubectl fledge promote " + p.name()
 	}
 	return "paused by user: kubectl fledge resume " + p.name()
@@ -550,7 +541,7 @@ func (p *planner) analyse() bool {
 			if verdict.Result == policy.Inconclusive {
 				typ = corev1.EventTypeWarning
 			}
-			p.event(typ, "Checks"+string(verdict.Result), "checks of %s at step %d (%d%%): %s", p.name(), p.s.Step+1, p.weight(), verdict.Reason)
+			p.event(typ, "Checks"+string(verdict.Result), "checks of %s at step %d (%d%%): %s", p.name(), p.s.Step+1, p.s.TargetWeight(), verdict.Reason)
 		}
 		switch verdict.Result {
 		case policy.Fail:
@@ -579,11 +570,11 @@ func (p *planner) analyse() bool {
 	return true
 }
 
-// AnalysisDue reports whether the Prometheus checks of a rollout should be
+// analysisDue reports whether the Prometheus checks of a rollout should be
 // evaluated now: the step is holding (its canary pods Ready and in the
 // traffic path) and an interval has passed since the last evaluation of
 // this attempt's step.
-func AnalysisDue(s *rollout.State, ev rollout.Evidence, now time.Time) bool {
+func analysisDue(s *rollout.State, ev rollout.Evidence, now time.Time) bool {
 	if s == nil || s.Policy.Analysis == nil || s.HoldingSince == nil || s.StalledSince != nil {
 		return false
 	}
@@ -597,12 +588,11 @@ func AnalysisDue(s *rollout.State, ev rollout.Evidence, now time.Time) bool {
 // moves on (or waits for approval).
 func (p *planner) hold() {
 	step := p.s.Policy.Steps[p.s.Step]
-	held := p.o.Now.Sub(p.s.HoldingSince.Time)
-	if held < step.Hold.Duration {
-		p.requeue(step.Hold.Duration - held)
+	if left := p.s.HoldLeft(p.o.Now); left > 0 {
+		p.requeue(left)
 		return
 	}
-	if p.s.Policy.Analysis != nil && p.s.PassedSince == nil {
+	if p.s.AwaitsPass() {
 		// Inconclusive never counts as a pass: the hold ends only with
 		// passing evidence. analyse requeued for the next evaluation.
 		return
@@ -697,7 +687,7 @@ func (p *planner) rollBack() {
 		p.s.FailedAt = p.now()
 	}
 	if p.s.Reason == nil {
-		p.s.Reason = &rollout.Reason{Check: "user", Step: p.s.Step, Weight: p.weight(), Message: "aborted by user"}
+		p.s.Reason = &rollout.Reason{Check: "user", Step: p.s.Step, Weight: p.s.TargetWeight(), Message: "aborted by user"}
 	}
 	if !p.cut() {
 		return
@@ -766,7 +756,7 @@ func servingPods(pods []corev1.Pod) int {
 // Nothing is restored: the person who set skip chose the template.
 func (p *planner) handBack() {
 	if p.s.Reason == nil {
-		p.s.Reason = &rollout.Reason{Check: "skip", Step: p.s.Step, Weight: p.weight(),
+		p.s.Reason = &rollout.Reason{Check: "skip", Step: p.s.Step, Weight: p.s.TargetWeight(),
 			Message: "fledge.dev/skip set during the rollout: the Deployment rolls out natively"}
 		p.event(corev1.EventTypeWarning, "HandedBack", "%s: %s", p.name(), p.s.Reason.Message)
 	}

@@ -551,17 +551,17 @@ func TestPlan(t *testing.T) {
 func TestAnalysisDue(t *testing.T) {
 	s := holding(withAnalysis(state(rollout.Progressing, 0)), 30*time.Second)
 	ev := rollout.Evidence{Attempt: 1}
-	assert.True(t, AnalysisDue(s, ev, now), "never evaluated")
+	assert.True(t, analysisDue(s, ev, now), "never evaluated")
 	ev.At = *ago(5 * time.Second)
-	assert.False(t, AnalysisDue(s, ev, now), "5s of a 10s interval")
+	assert.False(t, analysisDue(s, ev, now), "5s of a 10s interval")
 	ev.At = *ago(10 * time.Second)
-	assert.True(t, AnalysisDue(s, ev, now))
+	assert.True(t, analysisDue(s, ev, now))
 	s.StalledSince = ago(time.Second)
-	assert.False(t, AnalysisDue(s, ev, now), "a stalled step is not judged")
+	assert.False(t, analysisDue(s, ev, now), "a stalled step is not judged")
 	s.StalledSince = nil
 	s.HoldingSince = nil
-	assert.False(t, AnalysisDue(s, ev, now), "canary pods not Ready yet")
-	assert.False(t, AnalysisDue(state(rollout.Progressing, 0), ev, now), "no analysis in the policy")
+	assert.False(t, analysisDue(s, ev, now), "canary pods not Ready yet")
+	assert.False(t, analysisDue(state(rollout.Progressing, 0), ev, now), "no analysis in the policy")
 }
 
 // TestPlanJudgesOnlyWhatServes covers what clusters do to a Deployment

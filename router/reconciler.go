@@ -3,7 +3,6 @@ package router
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -99,20 +98,8 @@ func hasRolloutOrCommand(obj client.Object) bool {
 
 // stableOfCanaryPod maps a canary pod to its stable Deployment: a restart
 // or failure of a canary pod does not always change the canary's status.
-// The pod's ReplicaSet is named <name>-canary-<hash>.
 func stableOfCanaryPod(_ context.Context, obj client.Object) []reconcile.Request {
-	if obj.GetLabels()[rollout.LabelTrack] != rollout.TrackCanary {
-		return nil
-	}
-	owner := metav1.GetControllerOf(obj)
-	if owner == nil || owner.Kind != "ReplicaSet" {
-		return nil
-	}
-	i := strings.LastIndexByte(owner.Name, '-')
-	if i < 0 {
-		return nil
-	}
-	name, ok := strings.CutSuffix(owner.Name[:i], rollout.CanarySuffix)
+	name, ok := rollout.StableOfCanaryPod(obj)
 	if !ok {
 		return nil
 	}
@@ -169,7 +156,7 @@ func (r *Reconciler) namespaceEnabled(ctx context.Context, name string) (bool, e
 	if err := r.Client.Get(ctx, client.ObjectKey{Name: name}, &ns); err != nil {
 		return false, client.IgnoreNotFound(err)
 	}
-	return ns.Labels[rollout.LabelEnabled] == "true", nil
+	return rollout.OptedIn(ns.Labels), nil
 }
 
 // ignoreCommand clears a command sent while no rollout runs.
@@ -243,7 +230,7 @@ func (r *Reconciler) observe(ctx context.Context, d *appsv1.Deployment, s *rollo
 		return o, err
 	}
 	o.Services = svcs.Items
-	if AnalysisDue(s, o.Evidence, o.Now) && r.Analyzer != nil && canary != nil && stable != nil {
+	if analysisDue(s, o.Evidence, o.Now) && r.Analyzer != nil && canary != nil && stable != nil {
 		current := rollout.ReplicaSetOf(owned, canary.UID, rollout.TemplateHash(&canary.Spec.Template))
 		if current != nil {
 			subject := policy.Subject{
@@ -355,16 +342,9 @@ func (r *Reconciler) apply(ctx context.Context, o Observed, p Plan) error {
 		if o.Canary != nil {
 			canary = o.Canary.Status.ReadyReplicas
 		}
-		r.Metrics.observeRollout(d.Namespace, d.Name, p.State, targetWeight(p.State), EffectiveWeight(canary, d.Status.ReadyReplicas))
+		r.Metrics.observeRollout(d.Namespace, d.Name, p.State, p.State.TargetWeight(), rollout.EffectiveWeight(canary, d.Status.ReadyReplicas))
 	}
 	return nil
-}
-
-func targetWeight(s *rollout.State) int32 {
-	if int(s.Step) < len(s.Policy.Steps) {
-		return s.Policy.Steps[s.Step].Weight
-	}
-	return 100
 }
 
 // ensureCanary creates or updates the canary of attempt with replicas
@@ -405,7 +385,7 @@ func (r *Reconciler) ensureCanary(ctx context.Context, d, existing *appsv1.Deplo
 func equalCanary(a, b *appsv1.Deployment) bool {
 	return ptr.Deref(a.Spec.Replicas, 0) == ptr.Deref(b.Spec.Replicas, 0) &&
 		rollout.TemplateHash(&a.Spec.Template) == rollout.TemplateHash(&b.Spec.Template) &&
-		a.Annotations[rollout.AnnotationSkip] == "true" &&
+		rollout.Skipped(a) &&
 		a.Annotations[rollout.AnnotationEvidence] == b.Annotations[rollout.AnnotationEvidence] &&
 		a.Spec.MinReadySeconds == b.Spec.MinReadySeconds
 }

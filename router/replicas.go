@@ -3,13 +3,16 @@ package router
 import (
 	"fmt"
 	"strings"
+
+	"github.com/fledge-dev/fledge/rollout"
 )
 
 // The share of traffic a canary gets is the share of ready pods behind the
 // Service that are canary pods: kube-proxy picks endpoints uniformly. These
 // functions turn a target weight (percent) into pod counts. They are pure.
+// rollout.EffectiveWeight is the share that the counts give.
 
-// SurgeReplicas returns the canary replica count for capacity surge: the
+// surgeReplicas returns the canary replica count for capacity surge: the
 // stable Deployment keeps its stable replicas, and the canary count c ≥ 1 is
 // the one whose share c/(c+stable) is nearest weight/100. A tie goes to the
 // smaller c: fewer users exposed.
@@ -24,7 +27,7 @@ import (
 //
 // With no stable replicas (someone scaled the app to zero) there is no
 // traffic to share and the canary gets none.
-func SurgeReplicas(stable, weight int32) int32 {
+func surgeReplicas(stable, weight int32) int32 {
 	if stable <= 0 {
 		return 0
 	}
@@ -37,14 +40,14 @@ func SurgeReplicas(stable, weight int32) int32 {
 	return int32(best)
 }
 
-// ShiftReplicas returns the canary and stable counts for capacity shift: the
+// shiftReplicas returns the canary and stable counts for capacity shift: the
 // total stays total, the canary count c is nearest total·weight/100 with
 // 1 ≤ c ≤ total−1 (a tie goes to the smaller c), and the stable count is the
 // rest. It needs total ≥ 2; callers fall back to surge below that.
 //
 //	N=10, w=5:  c=1 (10%)    N=10, w=25: c=2 (20%; 3 would give 30%, a tie)
 //	N=20, w=25: c=5 (25%)    N=4,  w=50: c=2 (50%)
-func ShiftReplicas(total, weight int32) (canary, stable int32) {
+func shiftReplicas(total, weight int32) (canary, stable int32) {
 	n, w := int64(total), int64(clampWeight(weight))
 	c := w * n / 100 // floor of N·w/100
 	if nearer(c+1, c, func(c int64) (int64, int64) { return c, n }, w) {
@@ -77,18 +80,10 @@ func abs(x int64) int64 {
 	return x
 }
 
-// EffectiveWeight is the canary's share of ready pods, in percent.
-func EffectiveWeight(canary, stable int32) float64 {
-	if canary+stable <= 0 {
-		return 0
-	}
-	return 100 * float64(canary) / float64(canary+stable)
-}
-
-// WeightTable renders, as a Markdown table, the canary count and effective
+// weightTable renders, as a Markdown table, the canary count and effective
 // weight that capacity surge gives for 1 to 20 stable replicas at the given
 // target weights. docs/replica-math.md holds it; a test keeps it current.
-func WeightTable(weights ...int32) string {
+func weightTable(weights ...int32) string {
 	var b strings.Builder
 	b.WriteString("| stable pods |")
 	for _, w := range weights {
@@ -102,8 +97,8 @@ func WeightTable(weights ...int32) string {
 	for s := int32(1); s <= 20; s++ {
 		fmt.Fprintf(&b, "| %d |", s)
 		for _, w := range weights {
-			c := SurgeReplicas(s, w)
-			fmt.Fprintf(&b, " %d → %.1f%% |", c, EffectiveWeight(c, s))
+			c := surgeReplicas(s, w)
+			fmt.Fprintf(&b, " %d → %.1f%% |", c, rollout.EffectiveWeight(c, s))
 		}
 		b.WriteString("\n")
 	}

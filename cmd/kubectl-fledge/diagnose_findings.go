@@ -85,7 +85,7 @@ func namespaceFinding(d diagnosis) finding {
 	case d.NamespaceErr != nil:
 		return finding{level: levelWarning,
 			text: fmt.Sprintf("could not read namespace %s (%v); fledge acts only if it is labelled %s=true", d.Namespace, d.NamespaceErr, rollout.LabelEnabled)}
-	case d.NamespaceLabels[rollout.LabelEnabled] != "true":
+	case !rollout.OptedIn(d.NamespaceLabels):
 		return finding{level: levelProblem,
 			text: fmt.Sprintf("namespace %s is not labelled %s=true: fledge leaves its Deployments alone, they roll out natively", d.Namespace, rollout.LabelEnabled),
 			fix:  fmt.Sprintf("kubectl label namespace %s %s=true", d.Namespace, rollout.LabelEnabled)}
@@ -96,7 +96,7 @@ func namespaceFinding(d diagnosis) finding {
 
 func skipFinding(d diagnosis) finding {
 	name := d.Stable.Name
-	if d.Stable.Annotations[rollout.AnnotationSkip] == "true" {
+	if rollout.Skipped(d.Stable) {
 		return finding{level: levelProblem,
 			text: fmt.Sprintf("deployment %s carries %s: \"true\": it rolls out natively, without a canary", name, rollout.AnnotationSkip),
 			fix:  fmt.Sprintf("kubectl annotate -n %s deployment %s %s-", d.Namespace, name, rollout.AnnotationSkip)}
@@ -140,7 +140,7 @@ func rolloutFindings(d diagnosis) []finding {
 // rollout runs.
 func canaryFindings(d diagnosis) []finding {
 	v := d.View
-	canaryName := d.Stable.Name + rollout.CanarySuffix
+	canaryName := rollout.CanaryName(d.Stable.Name)
 	running := v.State != nil
 	if d.Canary == nil {
 		if running && !v.State.Phase.Finishing() {
@@ -151,7 +151,7 @@ func canaryFindings(d diagnosis) []finding {
 		return nil
 	}
 	desired, ready := v.CanaryDesired, v.CanaryReady
-	share := fmt.Sprintf("%d of %d ready pods in all (%.1f%%)", ready, ready+v.StableReady, effectivePercent(ready, v.StableReady))
+	share := fmt.Sprintf("%d of %d ready pods in all (%.1f%%)", ready, ready+v.StableReady, rollout.EffectiveWeight(ready, v.StableReady))
 	switch {
 	case desired == 0 && running && (v.State.Phase == rollout.RollingBack || v.State.Phase == rollout.Aborted):
 		return []finding{{level: levelInfo, text: fmt.Sprintf("canary %s has 0 replicas: the rollout is %s", canaryName, v.State.Phase)}}

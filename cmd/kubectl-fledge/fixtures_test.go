@@ -181,7 +181,7 @@ func heldWeb(t *testing.T) (*appsv1.Deployment, *appsv1.ReplicaSet) {
 // canaryOf builds NAME-canary with the given desired and ready replicas.
 func canaryOf(stable *appsv1.Deployment, desired, ready int32) *appsv1.Deployment {
 	c := stable.DeepCopy()
-	c.Name = stable.Name + rollout.CanarySuffix
+	c.Name = rollout.CanaryName(stable.Name)
 	c.Annotations = nil
 	c.Labels = map[string]string{rollout.LabelTrack: rollout.TrackCanary}
 	c.Spec.Paused = false

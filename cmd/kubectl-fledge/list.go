@@ -87,7 +87,7 @@ func listEntries(deps []appsv1.Deployment, now time.Time) []listEntry {
 		if d.Labels[rollout.LabelTrack] == rollout.TrackCanary {
 			continue
 		}
-		canary := byKey[d.Namespace+"/"+d.Name+rollout.CanarySuffix]
+		canary := byKey[d.Namespace+"/"+rollout.CanaryName(d.Name)]
 		v, err := newStatusView(d, canary, now)
 		entry := listEntry{namespace: d.Namespace, name: d.Name}
 		switch {
@@ -131,14 +131,14 @@ func stepOf(s *rollout.State) string {
 // canary is left.
 func weightOf(v statusView) string {
 	s := v.State
-	eff := effectivePercent(v.CanaryReady, v.StableReady)
+	eff := rollout.EffectiveWeight(v.CanaryReady, v.StableReady)
 	switch {
 	case s.Phase == rollout.Promoting:
 		return "100%"
 	case s.Phase == rollout.RollingBack || s.Phase == rollout.Aborted:
 		return fmt.Sprintf("0%% (eff %.1f%%)", eff)
-	case int(s.Step) < len(s.Policy.Steps) && s.Step >= 0:
-		return fmt.Sprintf("%d%% (eff %.1f%%)", s.Policy.Steps[s.Step].Weight, eff)
+	case stepIn(s):
+		return fmt.Sprintf("%d%% (eff %.1f%%)", s.TargetWeight(), eff)
 	default:
 		return fmt.Sprintf("eff %.1f%%", eff)
 	}

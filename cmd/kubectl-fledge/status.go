@@ -125,7 +125,7 @@ func getDeployments(ctx context.Context, cs kubernetes.Interface, ns, name strin
 // (it is cluster-scoped) is not reported: nothing is known of it.
 func namespaceIgnored(ctx context.Context, cs kubernetes.Interface, ns string) bool {
 	n, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-	return err == nil && n.Labels[rollout.LabelEnabled] != "true"
+	return err == nil && !rollout.OptedIn(n.Labels)
 }
 
 // getDeployment reads a Deployment with an error that names it and says
@@ -157,7 +157,7 @@ func follow(ctx context.Context, e *env, cs kubernetes.Interface, ns, name strin
 	if done, err := f.step(first); done {
 		return err
 	}
-	watched, err := watchDeployments(waitCtx, cs, ns, name, name+rollout.CanarySuffix)
+	watched, err := watchDeployments(waitCtx, cs, ns, name, rollout.CanaryName(name))
 	if err != nil {
 		return f.end(ctx, first)
 	}
@@ -174,7 +174,7 @@ func follow(ctx context.Context, e *env, cs kubernetes.Interface, ns, name strin
 		if stable == nil {
 			return fmt.Errorf("deployment %s was deleted from namespace %s", name, ns)
 		}
-		v, err := newStatusView(stable, watched.get(name+rollout.CanarySuffix), e.clock.Now())
+		v, err := newStatusView(stable, watched.get(rollout.CanaryName(name)), e.clock.Now())
 		if err != nil {
 			return err
 		}

@@ -142,13 +142,19 @@ func revisions(stable, canary string) string {
 // skip the rest.
 func phaseLine(s *rollout.State) string {
 	n := len(s.Policy.Steps)
-	if int(s.Step) >= n || s.Step < 0 {
+	if !stepIn(s) {
 		return fmt.Sprintf("%s at step %d of %d", s.Phase, s.Step+1, n)
 	}
 	if s.Phase == rollout.Promoting {
-		return fmt.Sprintf("Promoting to 100%% from step %d of %d (%d%%)", s.Step+1, n, s.Policy.Steps[s.Step].Weight)
+		return fmt.Sprintf("Promoting to 100%% from step %d of %d (%d%%)", s.Step+1, n, s.TargetWeight())
 	}
-	return fmt.Sprintf("%s at step %d of %d (%d%%)", s.Phase, s.Step+1, n, s.Policy.Steps[s.Step].Weight)
+	return fmt.Sprintf("%s at step %d of %d (%d%%)", s.Phase, s.Step+1, n, s.TargetWeight())
+}
+
+// stepIn reports whether the state's step is one of its policy's steps.
+func stepIn(s *rollout.State) bool {
+	_, ok := s.CurrentStep()
+	return ok
 }
 
 // reasonText is why a rollout failed, where it failed, as the router's
@@ -315,7 +321,7 @@ func currentRow(v statusView, i int) stepRow {
 	case rollout.Paused:
 		row.state = "canary paused"
 		row.next = "resume: kubectl fledge resume " + v.Name
-		if awaitsApproval(v, st) {
+		if s.AwaitsApproval(v.Now) {
 			row.next = "approve: kubectl fledge promote " + v.Name
 		}
 	default:
@@ -330,13 +336,6 @@ func currentRow(v statusView, i int) stepRow {
 	return row
 }
 
-// awaitsApproval tells a step paused for its manual approval (the router
-// pauses it once the hold passed) from one a person paused.
-func awaitsApproval(v statusView, st policy.Step) bool {
-	s := v.State
-	return st.Approval == policy.ApprovalManual && s.HoldingSince != nil && v.Now.Sub(s.HoldingSince.Time) >= st.Hold.Duration
-}
-
 // holdNext says what follows the current step and when: the hold runs
 // from the moment all canary pods were Ready, stops while the step is
 // stalled, and with an analysis ends only on passing evidence
@@ -349,10 +348,10 @@ func holdNext(v statusView, i int, st policy.Step) string {
 	if s.StalledSince != nil {
 		return "hold paused for " + since(v.Now, s.StalledSince.Time) + readyTimeoutLeft(v)
 	}
-	if s.Policy.Analysis != nil && s.PassedSince == nil && noData(v.Evidence) {
+	if s.AwaitsPass() && noData(v.Evidence) {
 		return "hold cannot complete until the checks pass (no data)"
 	}
-	left := st.Hold.Duration - v.Now.Sub(s.HoldingSince.Time)
+	left := s.HoldLeft(v.Now)
 	next := nextAfter(i, len(s.Policy.Steps))
 	if st.Approval == policy.ApprovalManual {
 		next = "approval (kubectl fledge promote " + v.Name + ")"
@@ -360,7 +359,7 @@ func holdNext(v statusView, i int, st policy.Step) string {
 	switch {
 	case left > 0:
 		return fmt.Sprintf("%s in %s", next, since(v.Now.Add(left), v.Now))
-	case s.Policy.Analysis != nil && s.PassedSince == nil:
+	case s.AwaitsPass():
 		return "wait for passing checks, then " + next
 	default:
 		return next
@@ -370,11 +369,10 @@ func holdNext(v statusView, i int, st policy.Step) string {
 // readyTimeoutLeft is " (readyTimeout in 4m10s)" while the canary has fewer
 // Ready pods than wanted: the rollout rolls back when it runs out.
 func readyTimeoutLeft(v statusView) string {
-	s := v.State
-	if s.NotReadySince == nil || s.Policy.Health.ReadyTimeout.Duration <= 0 {
+	left, counting := v.State.ReadyTimeoutLeft(v.Now)
+	if !counting {
 		return ""
 	}
-	left := s.Policy.Health.ReadyTimeout.Duration - v.Now.Sub(s.NotReadySince.Time)
 	return fmt.Sprintf(" (readyTimeout in %s)", since(v.Now.Add(left), v.Now))
 }
 

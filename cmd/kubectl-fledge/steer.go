@@ -305,7 +305,7 @@ func namespaceHint(ctx context.Context, cs kubernetes.Interface, ns string) stri
 	if err != nil {
 		return fmt.Sprintf("Is namespace %s labelled %s=true?", ns, rollout.LabelEnabled)
 	}
-	if n.Labels[rollout.LabelEnabled] != "true" {
+	if !rollout.OptedIn(n.Labels) {
 		return fmt.Sprintf("Namespace %s is not labelled %s=true, so fledge ignores it: kubectl label namespace %s %s=true", ns, rollout.LabelEnabled, ns, rollout.LabelEnabled)
 	}
 	return fmt.Sprintf("Namespace %s is labelled %s=true; look at the router's logs (kubectl -n fledge-system logs deployment/fledge).", ns, rollout.LabelEnabled)

@@ -75,16 +75,6 @@ func formatNumber(v float64) string {
 	return strconv.FormatFloat(v, 'g', 4, 64)
 }
 
-// effectivePercent is the canary's share of the ready pods, in percent:
-// what kube-proxy's uniform choice of endpoints gives it.
-func effectivePercent(canary, stable int32) float64 {
-	total := canary + stable
-	if total <= 0 {
-		return 0
-	}
-	return 100 * float64(canary) / float64(total)
-}
-
 // userGroup shows a step's target weight and the pod counts that carry it:
 // "5% (1 of 21 pods)".
 func userGroup(weight, canary, stable int32) string {

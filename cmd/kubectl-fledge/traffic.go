@@ -126,11 +126,11 @@ func stableLabels(d *appsv1.Deployment, v statusView, t traffic) labels.Set {
 func canaryLabels(d, canary *appsv1.Deployment, v statusView) labels.Set {
 	switch {
 	case v.State != nil:
-		return rollout.PodLabels(rollout.CanaryTemplate(d, v.State.Attempt))
+		return rollout.CanaryPodLabels(d, v.State.Attempt)
 	case canary != nil:
 		return rollout.PodLabels(&canary.Spec.Template)
 	default:
-		return rollout.PodLabels(rollout.CanaryTemplate(d, rollout.NextAttempt(v.Outcome)))
+		return rollout.CanaryPodLabels(d, rollout.NextAttempt(v.Outcome))
 	}
 }
 

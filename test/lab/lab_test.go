@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/fledge-dev/fledge/policy"
+	"github.com/fledge-dev/fledge/rollout"
 	"github.com/fledge-dev/fledge/test/lab"
 )
 
@@ -257,7 +258,7 @@ func demoDeployment(name, app, track, image string, replicas int32, env ...corev
 	d := deployment(name, image, replicas)
 	labels := map[string]string{"app": app}
 	if track != "" {
-		labels[lab.TrackLabel] = track
+		labels[rollout.LabelTrack] = track
 	}
 	d.Spec.Selector.MatchLabels = labels
 	d.Spec.Template.Labels = labels
@@ -345,7 +346,7 @@ func TestDemoPodsAnswerOnLoopbackAndStopWithTheirPod(t *testing.T) {
 	for _, p := range pods {
 		port := p.Annotations[lab.PortAnnotation]
 		code, body := getLoopback(t, port)
-		if p.Labels[lab.TrackLabel] == "canary" {
+		if p.Labels[rollout.LabelTrack] == rollout.TrackCanary {
 			assert.Equal(t, http.StatusInternalServerError, code, p.Name)
 			assert.Equal(t, "error v2\n", body, p.Name)
 		} else {
@@ -371,7 +372,7 @@ func TestDemoPodsAnswerOnLoopbackAndStopWithTheirPod(t *testing.T) {
 	// Deleting a pod stops its process; its replacement gets another.
 	victim := pods[0]
 	for _, p := range pods {
-		if p.Labels[lab.TrackLabel] == "" {
+		if p.Labels[rollout.LabelTrack] == "" {
 			victim = p
 		}
 	}

@@ -40,13 +40,6 @@ const DemoImage = "fledge/demo"
 // a pod. A pod without it has no process (yet): not scraped, not sent traffic.
 const PortAnnotation = "lab.fledge.dev/port"
 
-// TrackLabel tells canary pods apart (see ARCHITECTURE.md); a pod without it
-// is on the stable track.
-const TrackLabel = "fledge.dev/track"
-
-// StableTrack is the track of a pod without TrackLabel.
-const StableTrack = "stable"
-
 // failingLabel is kwok's chaos stage: such a pod's container fails about a
 // second after it runs. Its pod gets no process, like a container that
 // crashes before it serves.

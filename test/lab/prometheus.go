@@ -7,7 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/fledge-dev/fledge/rollout"
 )
 
 // promServer is the lab's Prometheus: one port and one data directory for
@@ -27,8 +30,8 @@ type promServer struct {
 // numeric PortAnnotation and sends the scrape to 127.0.0.1:<annotation>, so
 // no scrape ever goes to a pod IP (a pod without the annotation, or with
 // anything but a number in it, is dropped before its address is used).
-// Every series gets namespace, pod and track (TrackLabel, "stable" when
-// absent), the labels fledge's queries select on.
+// Every series gets namespace, pod and track (rollout.LabelTrack,
+// rollout.TrackStable when absent), the labels fledge's queries select on.
 const promConfig = `global:
   scrape_interval: 2s
   scrape_timeout: 2s
@@ -52,10 +55,22 @@ scrape_configs:
         target_label: pod
       - target_label: track
         replacement: %q
-      - source_labels: [__meta_kubernetes_pod_label_fledge_dev_track]
+      - source_labels: [%s]
         regex: "(.+)"
         target_label: track
 `
+
+// podLabelMeta is the meta label that Prometheus's pod discovery gives a
+// pod label: __meta_kubernetes_pod_label_<name>, every character of the
+// name that may not be in a Prometheus label name made "_".
+func podLabelMeta(label string) string {
+	return "__meta_kubernetes_pod_label_" + strings.Map(func(r rune) rune {
+		if r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return '_'
+	}, label)
+}
 
 // StartPrometheus starts the lab's Prometheus (bin/prometheus) on
 // 127.0.0.1, scraping every demo pod every 2s, and waits until it is ready.
@@ -125,7 +140,7 @@ func (l *Lab) newPromServer() (*promServer, error) {
 	if l.Kubeconfig == "" {
 		return nil, errors.New("lab: prometheus needs the lab's kubeconfig")
 	}
-	config := fmt.Sprintf(promConfig, l.Kubeconfig, StableTrack)
+	config := fmt.Sprintf(promConfig, l.Kubeconfig, rollout.TrackStable, podLabelMeta(rollout.LabelTrack))
 	if err := os.WriteFile(p.config, []byte(config), 0o644); err != nil {
 		return nil, fmt.Errorf("lab: write the prometheus configuration: %w", err)
 	}

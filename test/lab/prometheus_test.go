@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/fledge-dev/fledge/rollout"
 	"github.com/fledge-dev/fledge/test/lab"
 )
 
@@ -34,7 +35,7 @@ func TestPrometheusScrapesDemoPodsWithTheirTrack(t *testing.T) {
 	pods := demoApp(t, ns, 2, 1)
 	want := map[string]model.LabelSet{}
 	for _, p := range pods {
-		track := p.Labels[lab.TrackLabel]
+		track := p.Labels[rollout.LabelTrack]
 		if track == "" {
 			track = "stable"
 		}

@@ -23,6 +23,8 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/fledge-dev/fledge/rollout"
 )
 
 // MaxRPS bounds the traffic generator: the lab shares two cores with the
@@ -78,7 +80,7 @@ type Counts struct {
 }
 
 // TrafficStats are the requests that completed in a period, by the track of
-// the pod that answered (TrackLabel; StableTrack when absent).
+// the pod that answered (rollout.LabelTrack; rollout.TrackStable when absent).
 type TrafficStats struct {
 	From, To time.Time
 	Tracks   map[string]Counts
@@ -131,7 +133,7 @@ func (s TrafficStats) String() string {
 	if len(parts) == 0 {
 		parts = append(parts, "no requests")
 	}
-	parts = append(parts, fmt.Sprintf("canary share %.1f%%", 100*s.Share("canary")))
+	parts = append(parts, fmt.Sprintf("canary share %.1f%%", 100*s.Share(rollout.TrackCanary)))
 	return strings.Join(parts, " | ")
 }
 
@@ -142,8 +144,8 @@ func (s TrafficStats) trackNames() []string {
 		names = append(names, t)
 	}
 	sort.Slice(names, func(i, j int) bool {
-		if (names[i] == StableTrack) != (names[j] == StableTrack) {
-			return names[i] == StableTrack
+		if (names[i] == rollout.TrackStable) != (names[j] == rollout.TrackStable) {
+			return names[i] == rollout.TrackStable
 		}
 		return names[i] < names[j]
 	})
@@ -320,9 +322,9 @@ func targets(slices []*discoveryv1.EndpointSlice, pod func(name string) *corev1.
 				continue
 			}
 			seen[e.TargetRef.Name] = true
-			track := p.Labels[TrackLabel]
+			track := p.Labels[rollout.LabelTrack]
 			if track == "" {
-				track = StableTrack
+				track = rollout.TrackStable
 			}
 			out = append(out, target{pod: p.Name, track: track, port: port})
 		}

@@ -18,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
+
+	"github.com/fledge-dev/fledge/rollout"
 )
 
 func endpoint(pod string, ready *bool) discoveryv1.Endpoint {
@@ -34,7 +36,7 @@ func labPod(name, port, track string) *corev1.Pod {
 		p.Annotations = map[string]string{PortAnnotation: port}
 	}
 	if track != "" {
-		p.Labels[TrackLabel] = track
+		p.Labels[rollout.LabelTrack] = track
 	}
 	p.Status.PodIP = "198.18.0.9"
 	return p
