@@ -175,7 +175,7 @@ func TestRBACIsExactlyTheDesignedRules(t *testing.T) {
 	}
 	wantNamespaced := []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
-		{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{"fledge-webhook-tls"}, Verbs: []string{"get", "update", "patch"}},
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{"fledge-webhook-tls", "fledge-state-key"}, Verbs: []string{"get", "update", "patch"}},
 		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update", "patch"}},
 	}
 	if cr := find[*rbacv1.ClusterRole](t, objs); !reflect.DeepEqual(cr.Rules, wantCluster) {

@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -44,6 +45,9 @@ type Reconciler struct {
 	Clock     clock.PassiveClock
 	Analyzer  Analyzer
 	Metrics   *Metrics
+	// Keys seal the state and evidence the router writes, and tell them
+	// from any it did not write, which it never acts on.
+	Keys rollout.Keys
 }
 
 // SetupWithManager registers the reconciler: it watches Deployments that
@@ -127,10 +131,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		// annotations say.
 		return ctrl.Result{}, err
 	}
-	state, err := rollout.ParseState(&d)
+	state, err := rollout.OpenState(&d, r.Keys)
+	if rejected, ok := errors.AsType[*rollout.RejectedError](err); ok {
+		return ctrl.Result{}, r.dropState(ctx, &d, rejected)
+	}
 	if err != nil {
-		r.Events.Eventf(&d, nil, corev1.EventTypeWarning, "BadState", "Reconcile", "%v; abort with kubectl fledge abort %s", err, d.Name)
-		return ctrl.Result{}, nil
+		return ctrl.Result{}, err
 	}
 	if state == nil {
 		return ctrl.Result{}, r.ignoreCommand(ctx, &d)
@@ -143,12 +149,50 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	p := plan(o)
 	if err := r.apply(ctx, o, p); err != nil {
 		if apierrors.IsConflict(err) {
+			// The write that won comes as a watch event, which normally
+			// reconciles first; the requeue is a floor.
 			log.V(1).Info("conflict; observing again", "error", err.Error())
-			return ctrl.Result{Requeue: true}, nil
+			return ctrl.Result{RequeueAfter: conflictRetry}, nil
 		}
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{RequeueAfter: p.RequeueAfter}, nil
+}
+
+// conflictRetry is how soon a reconcile that lost a write to a concurrent
+// change observes again, if no watch event brings it back sooner.
+const conflictRetry = time.Second
+
+// dropState removes a rollout state that fledge did not write for d
+// (ARCHITECTURE.md, "State is authenticated") and says why in a Warning
+// Event. Nothing of it is acted on: a canary d owns goes, since no
+// rollout fledge knows of runs, and the spec is left as it is; the next
+// update of the template decides, as for any Deployment.
+func (r *Reconciler) dropState(ctx context.Context, d *appsv1.Deployment, why *rollout.RejectedError) error {
+	canary, err := r.canary(ctx, d)
+	if err != nil {
+		return fmt.Errorf("drop the rollout state of %s/%s: %w", d.Namespace, d.Name, err)
+	}
+	if canary != nil {
+		err := r.Client.Delete(ctx, canary, client.Preconditions{UID: ptr.To(canary.UID)})
+		if client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("drop the rollout state of %s/%s: delete its canary: %w", d.Namespace, d.Name, err)
+		}
+	}
+	patched := d.DeepCopy()
+	delete(patched.Annotations, rollout.AnnotationState)
+	if err := r.Client.Patch(ctx, patched, client.MergeFromWithOptions(d, client.MergeFromWithOptimisticLock{})); err != nil {
+		return fmt.Errorf("drop the rollout state of %s/%s: %w", d.Namespace, d.Name, err)
+	}
+	paused := "unpaused"
+	if d.Spec.Paused {
+		paused = "paused (kubectl rollout resume lifts it)"
+	}
+	r.Events.Eventf(d, nil, corev1.EventTypeWarning, "StateRejected", "Drop",
+		"Removed the rollout state of %s without acting on it: %s. No rollout runs; the Deployment is left %s, and its next template change starts a canary rollout",
+		d.Name, why.Why, paused)
+	logf.FromContext(ctx).Info("dropped a rollout state fledge did not write", "why", why.Why)
+	return nil
 }
 
 func (r *Reconciler) namespaceEnabled(ctx context.Context, name string) (bool, error) {
@@ -184,11 +228,11 @@ func (r *Reconciler) observe(ctx context.Context, d *appsv1.Deployment, s *rollo
 	}
 	canary, err := r.canary(ctx, d)
 	if err != nil {
-		return o, err
+		return o, err // says which Deployment is in the way
 	}
 	if canary != nil {
 		if o.CanaryPods, err = r.canaryPods(ctx, d); err != nil {
-			return o, err
+			return o, fmt.Errorf("list the canary pods of %s/%s: %w", d.Namespace, d.Name, err)
 		}
 	}
 	if canary != nil && !canary.DeletionTimestamp.IsZero() {
@@ -200,15 +244,16 @@ func (r *Reconciler) observe(ctx context.Context, d *appsv1.Deployment, s *rollo
 	o.Canary = canary
 	var evidence *rollout.Evidence
 	if canary != nil {
-		if evidence, err = rollout.ParseEvidence(canary); err != nil {
-			// fledge writes it; a broken one is no evidence at all.
-			logf.FromContext(ctx).Error(err, "ignoring the canary's evidence")
+		if evidence, err = rollout.OpenEvidence(canary, r.Keys); err != nil {
+			// Evidence fledge did not write for this canary is none at
+			// all; the next evaluation writes its own.
+			logf.FromContext(ctx).Info("ignoring the canary's evidence", "why", err.Error())
 		}
 	}
 	o.Evidence = evidence.For(s)
 	if s.Policy.Capacity == policy.CapacityShift {
 		if o.HPA, err = r.hasHPA(ctx, d); err != nil {
-			return o, err
+			return o, fmt.Errorf("list the HorizontalPodAutoscalers of namespace %s: %w", d.Namespace, err)
 		}
 	}
 	if !s.Phase.Live() {
@@ -218,7 +263,7 @@ func (r *Reconciler) observe(ctx context.Context, d *appsv1.Deployment, s *rollo
 	// serves and that every Service reaches the canary.
 	owned, err := r.replicaSets(ctx, d.Namespace, d.Spec.Selector)
 	if err != nil {
-		return o, err
+		return o, fmt.Errorf("list the ReplicaSets of %s/%s: %w", d.Namespace, d.Name, err)
 	}
 	stable := rollout.ReplicaSetOf(owned, d.UID, s.StableRevision)
 	o.StableGone = stable == nil
@@ -227,7 +272,7 @@ func (r *Reconciler) observe(ctx context.Context, d *appsv1.Deployment, s *rollo
 	}
 	var svcs corev1.ServiceList
 	if err := r.Client.List(ctx, &svcs, client.InNamespace(d.Namespace)); err != nil {
-		return o, err
+		return o, fmt.Errorf("list the Services of namespace %s: %w", d.Namespace, err)
 	}
 	o.Services = svcs.Items
 	if analysisDue(s, o.Evidence, o.Now) && r.Analyzer != nil && canary != nil && stable != nil {
@@ -253,7 +298,7 @@ func (r *Reconciler) canary(ctx context.Context, d *appsv1.Deployment) (*appsv1.
 		return nil, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read the canary %s/%s: %w", d.Namespace, rollout.CanaryName(d.Name), err)
 	}
 	if !metav1.IsControlledBy(&c, d) {
 		return nil, fmt.Errorf("deployment %s/%s exists and is not the canary of %s: rename it or abort the rollout", c.Namespace, c.Name, d.Name)
@@ -349,31 +394,30 @@ func (r *Reconciler) apply(ctx context.Context, o Observed, p Plan) error {
 
 // ensureCanary creates or updates the canary of attempt with replicas
 // pods and, when set, the evidence of the last evaluation.
+// Evidence is sealed for the canary's UID, which a canary only has once
+// created: a new canary gets its evidence in a second write.
 func (r *Reconciler) ensureCanary(ctx context.Context, d, existing *appsv1.Deployment, attempt, replicas int32, evidence *rollout.Evidence) error {
-	var encoded string
-	if evidence != nil {
-		var err error
-		if encoded, err = evidence.Encode(); err != nil {
-			return err
-		}
-	}
 	if existing == nil {
 		if replicas == 0 {
 			return nil
 		}
 		c := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: rollout.CanaryName(d.Name), Namespace: d.Namespace}}
 		rollout.SetCanarySpec(c, d, attempt, replicas)
-		if encoded != "" {
-			c.Annotations[rollout.AnnotationEvidence] = encoded
-		}
 		if err := controllerutil.SetControllerReference(d, c, r.Client.Scheme()); err != nil {
 			return err
 		}
-		return r.Client.Create(ctx, c)
+		if err := r.Client.Create(ctx, c); err != nil || evidence == nil {
+			return err
+		}
+		existing = c
 	}
 	c := existing.DeepCopy()
 	rollout.SetCanarySpec(c, d, attempt, replicas)
-	if encoded != "" {
+	if evidence != nil {
+		encoded, err := rollout.SealEvidence(evidence, r.Keys, c.UID)
+		if err != nil {
+			return err
+		}
 		c.Annotations[rollout.AnnotationEvidence] = encoded
 	}
 	if equalCanary(existing, c) {
@@ -399,7 +443,9 @@ func (r *Reconciler) updateStable(ctx context.Context, d *appsv1.Deployment, p P
 		u.Annotations = map[string]string{}
 	}
 	if p.State != nil {
-		encoded, err := p.State.Encode()
+		// Sealed again at every write, so a state sealed with a key being
+		// rotated out is re-sealed with the signing key.
+		encoded, err := rollout.SealState(p.State, r.Keys, d.UID)
 		if err != nil {
 			return err
 		}

@@ -49,6 +49,8 @@ type options struct {
 	namespace      string
 	serviceName    string
 	secretName     string
+	stateKeySecret string
+	stateKeyLife   time.Duration
 	webhookHost    string
 	webhookPort    int
 	webhookURL     string
@@ -64,6 +66,8 @@ func main() {
 	fs.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", "fledge-system"), "fledge's own namespace: its Secret and Lease live there and its objects are never intercepted (env POD_NAMESPACE)")
 	fs.StringVar(&o.serviceName, "service-name", "fledge-webhook", "the Service in front of the webhook server; its DNS names are certified")
 	fs.StringVar(&o.secretName, "secret-name", "fledge-webhook-tls", "the Secret holding the webhook's CA and serving certificate, shared by every replica")
+	fs.StringVar(&o.stateKeySecret, "state-key-secret", certs.DefaultStateKeySecretName, "the Secret holding the keys that seal fledge's rollout state, shared by every replica; only fledge may read it")
+	fs.DurationVar(&o.stateKeyLife, "state-key-lifetime", certs.DefaultStateKeyLifetime, "how long a state key signs before a new one is made, and how long it is still accepted after that")
 	fs.StringVar(&o.webhookHost, "webhook-host", "", "address the webhook server listens on (default: all)")
 	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "port of the webhook server")
 	fs.StringVar(&o.webhookURL, "webhook-url", "", "register the webhooks at this https URL instead of the Service (the lab: https://127.0.0.1:PORT); the manager then creates the webhook configurations itself")
@@ -176,6 +180,18 @@ func run(ctx context.Context, o options) error {
 	if err := mgr.Add(rotator); err != nil {
 		return err
 	}
+	// The state keys are loaded before the webhook serves: a rollout's
+	// state is sealed from its first write.
+	keys, err := certs.NewStateKeys(direct, certs.StateKeysOptions{Namespace: o.namespace, SecretName: o.stateKeySecret, Lifetime: o.stateKeyLife})
+	if err != nil {
+		return err
+	}
+	if err := keys.Load(ctx); err != nil {
+		return err
+	}
+	if err := mgr.Add(keys); err != nil {
+		return err
+	}
 
 	// Start the informers the webhook reads with the cache, not at the
 	// first admission: policies, and Services (a rollout warns at apply of
@@ -195,6 +211,7 @@ func run(ctx context.Context, o options) error {
 	server.Register(webhook.DeploymentsPath, &admission.Webhook{Handler: &webhook.Deployments{
 		Reader:  mgr.GetCache(),
 		Self:    self,
+		Keys:    keys,
 		Clock:   clock.RealClock{},
 		Observe: func(d time.Duration) { admissionSeconds.Observe(d.Seconds()) },
 	}})
@@ -207,6 +224,7 @@ func run(ctx context.Context, o options) error {
 		Clock:     clock.RealClock{},
 		Analyzer:  policy.NewAnalyzer(nil),
 		Metrics:   router.NewMetrics(metrics.Registry),
+		Keys:      keys,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return err
@@ -220,6 +238,9 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	if err := mgr.AddReadyzCheck("certificate", rotator.Ready); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("state-key", keys.Ready); err != nil {
 		return err
 	}
 	return mgr.Start(ctx)
@@ -248,34 +269,36 @@ func whoAmI(ctx context.Context, cfg *rest.Config) (string, error) {
 func registerWebhooks(ctx context.Context, c client.Client, t webhook.Target) error {
 	wantM, wantV := webhook.Configurations(t)
 	m := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: wantM.Name}}
-	if _, err := controllerutil.CreateOrUpdate(ctx, c, m, func() error {
-		var bundle []byte
-		if len(m.Webhooks) > 0 {
-			bundle = m.Webhooks[0].ClientConfig.CABundle
-		}
-		m.Webhooks = wantM.Webhooks
-		for i := range m.Webhooks {
-			m.Webhooks[i].ClientConfig.CABundle = bundle
-		}
-		return nil
+	if err := register(ctx, c, m, func() {
+		m.Webhooks = keepBundle(m.Webhooks, wantM.Webhooks, func(w *admissionregistrationv1.MutatingWebhook) *[]byte { return &w.ClientConfig.CABundle })
 	}); err != nil {
-		return fmt.Errorf("register webhook configuration %s: %w", m.Name, err)
+		return err
 	}
 	v := &admissionregistrationv1.ValidatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: wantV.Name}}
-	if _, err := controllerutil.CreateOrUpdate(ctx, c, v, func() error {
-		var bundle []byte
-		if len(v.Webhooks) > 0 {
-			bundle = v.Webhooks[0].ClientConfig.CABundle
-		}
-		v.Webhooks = wantV.Webhooks
-		for i := range v.Webhooks {
-			v.Webhooks[i].ClientConfig.CABundle = bundle
-		}
-		return nil
-	}); err != nil {
-		return fmt.Errorf("register webhook configuration %s: %w", v.Name, err)
+	return register(ctx, c, v, func() {
+		v.Webhooks = keepBundle(v.Webhooks, wantV.Webhooks, func(w *admissionregistrationv1.ValidatingWebhook) *[]byte { return &w.ClientConfig.CABundle })
+	})
+}
+
+// register creates or updates one webhook configuration.
+func register(ctx context.Context, c client.Client, obj client.Object, set func()) error {
+	if _, err := controllerutil.CreateOrUpdate(ctx, c, obj, func() error { set(); return nil }); err != nil {
+		return fmt.Errorf("register webhook configuration %s: %w", obj.GetName(), err)
 	}
 	return nil
+}
+
+// keepBundle is want with the caBundle that have's webhooks carry.
+func keepBundle[W any](have, want []W, bundle func(*W) *[]byte) []W {
+	var ca []byte
+	if len(have) > 0 {
+		ca = *bundle(&have[0])
+	}
+	out := append([]W(nil), want...)
+	for i := range out {
+		*bundle(&out[i]) = ca
+	}
+	return out
 }
 
 func envOr(key, def string) string {
