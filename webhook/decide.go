@@ -58,7 +58,7 @@ const bypass = "to deploy without fledge, set the annotation fledge.dev/skip: \"
 // Decide implements ARCHITECTURE.md, "Webhook: what an UPDATE does". It is a
 // pure function of the update: no clock, no client.
 func Decide(u Update) Decision {
-	if u.FromFledge || u.New.Annotations[rollout.AnnotationSkip] == "true" {
+	if u.FromFledge || rollout.Skipped(u.New) {
 		return Decision{}
 	}
 	name := u.New.Name
@@ -273,7 +273,7 @@ func start(u Update, out *appsv1.Deployment, s *rollout.State, stable labels.Set
 	out.Spec.Paused = true
 	warnings = append(warnings, msg)
 	if stable != nil {
-		canary := rollout.PodLabels(rollout.CanaryTemplate(out, s.Attempt))
+		canary := rollout.CanaryPodLabels(out, s.Attempt)
 		for _, gap := range rollout.ServiceGaps(u.Services, stable, canary) {
 			warnings = append(warnings, "fledge: "+gap.Gap()+"; the rollout holds until it does")
 		}
