@@ -8,6 +8,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/fledge-dev/fledge/rollout"
 )
 
 func newDiagnoseCommand(e *env) *cobra.Command {
@@ -71,9 +73,8 @@ func gatherDiagnosis(ctx context.Context, cs kubernetes.Interface, ns, name stri
 	if d.Stable, d.Canary, err = getDeployments(ctx, cs, ns, name); err != nil {
 		return d, err
 	}
-	if d.View, err = newStatusView(d.Stable, d.Canary, e.clock.Now()); err != nil {
-		return d, err
-	}
+	d.View = newStatusView(d.Stable, d.Canary, e.clock.Now())
+	d.View.NamespaceIgnored = d.NamespaceErr == nil && !rollout.OptedIn(d.NamespaceLabels)
 	if d.traffic, err = getTraffic(ctx, cs, d.Stable); err != nil {
 		return d, err
 	}

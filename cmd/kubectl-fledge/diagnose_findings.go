@@ -109,7 +109,17 @@ func skipFinding(d diagnosis) finding {
 func rolloutFindings(d diagnosis) []finding {
 	v, name := d.View, d.Stable.Name
 	var fs []finding
+	if v.Rejected != "" {
+		fs = append(fs, finding{level: levelWarning,
+			text: fmt.Sprintf("annotation %s of deployment %s was not written by fledge (%s): fledge does not act on it, and drops it where it acts", rollout.AnnotationState, name, v.Rejected)})
+	}
+	if v.OutcomeUnreadable != "" {
+		fs = append(fs, finding{level: levelWarning,
+			text: fmt.Sprintf("annotation %s of deployment %s is unreadable (%s)", rollout.AnnotationLast, name, v.OutcomeUnreadable)})
+	}
 	switch {
+	case v.State != nil && v.NamespaceIgnored:
+		fs = append(fs, finding{level: levelInfo, text: "a rollout state fledge does not act on: " + ignoredState(d.Namespace)})
 	case v.State != nil:
 		fs = append(fs, finding{level: levelInfo, text: "rollout " + phaseLine(v.State)})
 	case v.Outcome != nil:
@@ -141,7 +151,7 @@ func rolloutFindings(d diagnosis) []finding {
 func canaryFindings(d diagnosis) []finding {
 	v := d.View
 	canaryName := rollout.CanaryName(d.Stable.Name)
-	running := v.State != nil
+	running := v.live()
 	if d.Canary == nil {
 		if running && !v.State.Phase.Finishing() {
 			return []finding{{level: levelProblem,

@@ -7,6 +7,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/ptr"
 
@@ -175,10 +176,7 @@ func (e errString) Error() string { return string(e) }
 // versionedDiagnosis is the quiz's cluster as diagnose gathers it.
 func versionedDiagnosis(t *testing.T) diagnosis {
 	web, canary := versionedWeb(t)
-	v, err := newStatusView(web, canary, now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := newStatusView(web, canary, now)
 	d := diagnosis{Namespace: "team-a", NamespaceLabels: optedIn(), Stable: web, Canary: canary, View: v,
 		traffic: traffic{Services: []corev1.Service{*service("web", map[string]string{"app": "web"})}}}
 	for _, o := range versionedPods() {
@@ -237,5 +235,24 @@ func TestDiagnoseMatchesServicesOnTheStableReplicaSet(t *testing.T) {
 	want := "warning   no Service in namespace team-a selects the pods of web (app=web,version=v1): the canary's share applies to the traffic of a Service that selects both versions\n"
 	if !strings.Contains(h.out.String(), want) {
 		t.Errorf("no\n%s\nin:\n%s", want, h.out)
+	}
+}
+
+// The fix names the selector's keys the canary lacks from the match's
+// Missing labels (rollout.MissingLabel.Key), never from the text of the
+// finding: a prefixed key, or one the canary has with another value, comes
+// out exactly as the selector has it.
+func TestNoCanaryFixNamesTheMissingKeys(t *testing.T) {
+	web, _ := versionedWeb(t)
+	d := diagnosis{Namespace: "team-a", Stable: web}
+	selector := map[string]string{"app": "web", "app.kubernetes.io/version": "v1", "example.com/tier": "gold"}
+	canary := map[string]string{"app": "web", "app.kubernetes.io/version": "v2"}
+	matches := rollout.MatchServices([]corev1.Service{*service("web-v1", selector)}, labels.Set(selector), labels.Set(canary))
+	if len(matches) != 1 {
+		t.Fatalf("matches: %+v", matches)
+	}
+	want := "remove app.kubernetes.io/version, example.com/tier from the selector of Service web-v1 so that it selects what both versions share (app=web): kubectl edit -n team-a service web-v1"
+	if got := noCanaryFix(d, matches[0]); got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
 	}
 }

@@ -67,8 +67,14 @@ func runningAtStep2() *rollout.State {
 			{Step: 1, Weight: 25, Effective: 25.9, Canary: 7, Stable: 20, Started: *at(90 * time.Second)},
 		},
 		Message: "canary pods Ready; holding 1m0s",
+		Seal:    fixtureSeal,
 	}
 }
+
+// fixtureSeal stands for fledge's seal: the plugin, without the key,
+// cannot verify one, only tell a state that has one from a state that has
+// none.
+const fixtureSeal = "k1:fixture-mac"
 
 // passingAtStep2 is the canary's evidence of runningAtStep2: both checks
 // pass at its last evaluation.
@@ -80,6 +86,7 @@ func passingAtStep2() *rollout.Evidence {
 			{Check: "p99-latency", Result: policy.Pass, Value: ptr.To(1.05), Bound: 1.2, Op: "<="},
 		},
 		Verdict: "all checks pass",
+		Seal:    fixtureSeal,
 	}
 }
 

@@ -25,7 +25,11 @@ rollout in progress or the outcome of a finished one, one line each:
   PHASE         Progressing, Paused, Promoting, RollingBack, Aborted for a rollout
                 in progress; Succeeded, RolledBack, Aborted for the last outcome,
                 "(held)" while the Deployment holds that failed revision, paused
-                (kubectl fledge undo or retry); Unknown when fledge's annotation does not parse (REASON says why)
+                (kubectl fledge undo or retry); "(not written by fledge)" for a
+                fledge.dev/rollout that does not parse or has no seal, which fledge
+                does not act on and drops; "(namespace not opted in)" for a rollout
+                in a namespace fledge does not act in; Unknown when the last
+                outcome does not parse (REASON says why)
   STEP          current step of all steps (2/3); - once finished
   WEIGHT        the step's target share and the effective share of ready pods
   AGE/FINISHED  how long the rollout has run, or how long ago it finished
@@ -56,7 +60,13 @@ func runList(ctx context.Context, e *env, all bool) error {
 		}
 		return fmt.Errorf("list deployments in namespace %s: %w", ns, err)
 	}
-	entries := listEntries(deps.Items, e.clock.Now())
+	ignored := map[string]bool{}
+	for _, d := range deps.Items {
+		if _, seen := ignored[d.Namespace]; !seen && d.Annotations[rollout.AnnotationState] != "" {
+			ignored[d.Namespace] = namespaceIgnored(ctx, cs, d.Namespace)
+		}
+	}
+	entries := listEntries(deps.Items, ignored, e.clock.Now())
 	if len(entries) == 0 {
 		if all {
 			fmt.Fprintln(e.errOut, "No rollouts found.")
@@ -75,8 +85,9 @@ type listEntry struct {
 }
 
 // listEntries builds the lines of `list` from the Deployments of one or all
-// namespaces; the canaries among them give the effective weights.
-func listEntries(deps []appsv1.Deployment, now time.Time) []listEntry {
+// namespaces; the canaries among them give the effective weights. ignored
+// holds the namespaces read and found not opted in.
+func listEntries(deps []appsv1.Deployment, ignored map[string]bool, now time.Time) []listEntry {
 	byKey := make(map[string]*appsv1.Deployment, len(deps))
 	for i := range deps {
 		byKey[deps[i].Namespace+"/"+deps[i].Name] = &deps[i]
@@ -88,14 +99,25 @@ func listEntries(deps []appsv1.Deployment, now time.Time) []listEntry {
 			continue
 		}
 		canary := byKey[d.Namespace+"/"+rollout.CanaryName(d.Name)]
-		v, err := newStatusView(d, canary, now)
+		v := newStatusView(d, canary, now)
+		v.NamespaceIgnored = ignored[d.Namespace]
 		entry := listEntry{namespace: d.Namespace, name: d.Name}
 		switch {
-		case err != nil:
-			entry.phase, entry.step, entry.weight, entry.age, entry.reason = "Unknown", "-", "-", "-", err.Error()
+		case v.Rejected != "":
+			entry.phase, entry.step, entry.weight, entry.age = "(not written by fledge)", "-", "-", "-"
+			entry.reason = fmt.Sprintf("%s: %s; fledge does not act on it", rollout.AnnotationState, v.Rejected)
+			if !v.NamespaceIgnored {
+				entry.reason += " and drops it"
+			}
+		case v.State != nil && v.NamespaceIgnored:
+			entry.phase, entry.step, entry.weight, entry.age = "(namespace not opted in)", "-", "-", "-"
+			entry.reason = fmt.Sprintf("fledge does not act in namespace %s: nothing advances until it is labelled %s=true", d.Namespace, rollout.LabelEnabled)
 		case v.State != nil:
 			entry.phase, entry.step, entry.weight = string(v.State.Phase), stepOf(v.State), weightOf(v)
 			entry.age, entry.reason = since(now, v.State.StartedAt.Time), stateReason(v.State)
+		case v.OutcomeUnreadable != "":
+			entry.phase, entry.step, entry.weight, entry.age = "Unknown", "-", "-", "-"
+			entry.reason = rollout.AnnotationLast + " is unreadable: " + v.OutcomeUnreadable
 		case v.Outcome != nil:
 			entry.phase, entry.step, entry.weight = string(v.Outcome.Phase), "-", "0%"
 			if v.Outcome.Phase == rollout.Succeeded {

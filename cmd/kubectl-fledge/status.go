@@ -48,7 +48,13 @@ Holding and Next lines say so and name the ways out: kubectl fledge undo NAME,
 kubectl fledge retry NAME, or applying a new version.
 
 A namespace that is not labelled fledge.dev/enabled=true is named at the top:
-fledge ignores its Deployments.
+fledge ignores its Deployments, and a rollout state there is not shown as live
+(a State: line says where it stood).
+
+fledge seals every state it writes. A fledge.dev/rollout that does not parse or
+has no seal is not fledge's: no rollout runs, and a State: line says "not
+written by fledge" and why; fledge does not act on it, and the router drops it.
+An unreadable fledge.dev/last-rollout is shown as such on a Last: line.
 
 --watch redraws whenever NAME or NAME-canary changes: in place on a terminal,
 as a new table after a blank line otherwise. Stop it with Ctrl-C.
@@ -102,7 +108,7 @@ func getStatusView(ctx context.Context, cs kubernetes.Interface, ns, name string
 	if err != nil {
 		return statusView{}, err
 	}
-	return newStatusView(stable, canary, now)
+	return newStatusView(stable, canary, now), nil
 }
 
 // getDeployments reads NAME and NAME-canary (nil when it does not exist).
@@ -174,10 +180,7 @@ func follow(ctx context.Context, e *env, cs kubernetes.Interface, ns, name strin
 		if stable == nil {
 			return fmt.Errorf("deployment %s was deleted from namespace %s", name, ns)
 		}
-		v, err := newStatusView(stable, watched.get(rollout.CanaryName(name)), e.clock.Now())
-		if err != nil {
-			return err
-		}
+		v := newStatusView(stable, watched.get(rollout.CanaryName(name)), e.clock.Now())
 		v.NamespaceIgnored = first.NamespaceIgnored
 		if done, err := f.step(v); done {
 			return err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -15,13 +16,27 @@ import (
 // annotations and the ready pods of the two Deployments tell it.
 type statusView struct {
 	Namespace, Name string
-	// State is the rollout in progress; Outcome the last finished one.
-	State   *rollout.State
-	Outcome *rollout.Outcome
+	// State is the rollout in progress as fledge wrote it: the annotation
+	// parses and carries fledge's seal. The plugin holds no key, so it
+	// cannot verify the seal; but a state without one, or one that does
+	// not parse, is fledge's in no case: State is nil and Rejected says why.
+	State *rollout.State
+	// Rejected says why fledge.dev/rollout holds no state fledge wrote
+	// ("it does not parse: ...", "it has no seal", in the words of the
+	// router's StateRejected Event). fledge acts on none of it: the router
+	// drops it.
+	Rejected string
+	// Outcome is the last finished rollout; nil and OutcomeUnreadable set
+	// (why) when fledge.dev/last-rollout does not parse.
+	Outcome           *rollout.Outcome
+	OutcomeUnreadable string
 	// Evidence is the canary's last evaluation of the Prometheus checks,
 	// of the current attempt and step only (rollout.Evidence.For); zero
-	// without a rollout in progress.
+	// without a rollout in progress, and when the canary's annotation does
+	// not parse or has no seal: such evidence is not fledge's.
 	Evidence rollout.Evidence
+	// Paused is the Deployment's spec.paused.
+	Paused bool
 	// Holding is true when no rollout runs and the Deployment holds the
 	// failed revision of Outcome: paused on its template, the stable
 	// ReplicaSet serving (rollout.Holds).
@@ -38,32 +53,77 @@ type statusView struct {
 }
 
 // newStatusView reads the view from the stable Deployment and its canary
-// (nil when it does not exist).
-func newStatusView(stable, canary *appsv1.Deployment, now time.Time) (statusView, error) {
-	v := statusView{Namespace: stable.Namespace, Name: stable.Name, StableReady: stable.Status.ReadyReplicas, Now: now}
+// (nil when it does not exist). Annotations that do not parse are part of
+// the view, never an error: status, list and the commands still work on
+// the Deployment.
+func newStatusView(stable, canary *appsv1.Deployment, now time.Time) statusView {
+	v := statusView{Namespace: stable.Namespace, Name: stable.Name, StableReady: stable.Status.ReadyReplicas, Paused: stable.Spec.Paused, Now: now}
 	if canary != nil {
 		v.CanaryReady = canary.Status.ReadyReplicas
 		v.CanaryDesired = ptr.Deref(canary.Spec.Replicas, 1)
 	}
-	var err error
-	if v.State, err = rollout.ParseState(stable); err != nil {
-		return v, err
+	v.State, v.Rejected = readState(stable)
+	o, err := rollout.ParseOutcome(stable)
+	if err != nil {
+		v.OutcomeUnreadable = "it does not parse: " + cause(err)
 	}
-	if v.Outcome, err = rollout.ParseOutcome(stable); err != nil {
-		return v, err
-	}
+	v.Outcome = o
 	v.Holding = v.State == nil && rollout.Holds(stable, v.Outcome)
 	if v.State != nil {
-		var ev *rollout.Evidence
-		if canary != nil {
-			if ev, err = rollout.ParseEvidence(canary); err != nil {
-				return v, err
-			}
-		}
-		v.Evidence = ev.For(v.State)
+		v.Evidence = readEvidence(canary).For(v.State)
 	}
-	return v, nil
+	return v
 }
+
+// readState reads the rollout state of d as far as a tool without fledge's
+// key can tell it is fledge's: it parses and carries a seal. Otherwise the
+// state is nil and why says what is wrong with it; the router, which
+// verifies the seal, drops such a state.
+func readState(d *appsv1.Deployment) (s *rollout.State, why string) {
+	s, err := rollout.ParseState(d)
+	switch {
+	case err != nil:
+		return nil, "it does not parse: " + cause(err)
+	case s != nil && s.Seal == "":
+		return nil, "it has no seal"
+	}
+	return s, ""
+}
+
+// readEvidence reads the canary's evidence; none when there is no canary,
+// or when the annotation does not parse or has no seal.
+func readEvidence(canary *appsv1.Deployment) *rollout.Evidence {
+	if canary == nil {
+		return nil
+	}
+	ev, err := rollout.ParseEvidence(canary)
+	if err != nil || ev == nil || ev.Seal == "" {
+		return nil
+	}
+	return ev
+}
+
+// cause is what rollout's parse error wraps: the JSON decoder's words,
+// without the annotation and object, which the caller names.
+func cause(err error) string {
+	if inner := errors.Unwrap(err); inner != nil {
+		return inner.Error()
+	}
+	return err.Error()
+}
+
+// ignoredState says what becomes of a sealed state in a namespace fledge
+// does not act in. The plugin cannot tell whether fledge sealed it for this
+// Deployment, so it claims nothing of what the state says.
+func ignoredState(namespace string) string {
+	return fmt.Sprintf("namespace not opted in: fledge does not act in %s, so nothing advances and no command is taken; once the namespace is labelled %s=true the router checks the state's seal, then goes on with the rollout or drops the state",
+		namespace, rollout.LabelEnabled)
+}
+
+// live reports whether the view shows a rollout fledge runs: a state
+// fledge wrote, in a namespace it acts in (as far as the plugin could
+// read the namespace).
+func (v statusView) live() bool { return v.State != nil && !v.NamespaceIgnored }
 
 // formatStatus renders the rollout in the shape of the seed's process
 // table: header lines, then one row per policy step and a final row for the
@@ -75,10 +135,15 @@ func formatStatus(v statusView) string {
 			v.Namespace, rollout.LabelEnabled, v.Name, v.Namespace, rollout.LabelEnabled)
 	}
 	switch {
-	case v.State != nil:
+	case v.live():
 		return warning + runningHeader(v) + "\n" + stepTable(runningRows(v))
 	case v.Outcome != nil:
 		return warning + finishedHeader(v) + "\n" + stepTable(finishedRows(v.Outcome))
+	case v.State != nil || v.Rejected != "" || v.OutcomeUnreadable != "":
+		var t table
+		t.add("Rollout:", v.Namespace+"/"+v.Name+" (none in progress)")
+		notes(&t, v)
+		return warning + t.String()
 	default:
 		return warning + fmt.Sprintf("%s/%s has no rollout in progress and none recorded: fledge starts one when the pod template changes in a namespace labelled %s=true\n",
 			v.Namespace, v.Name, rollout.LabelEnabled)
@@ -102,7 +167,28 @@ func runningHeader(v statusView) string {
 		t.add("Message:", s.Message)
 	}
 	t.add("Started:", fmt.Sprintf("%s (%s ago)", timestamp(s.StartedAt.Time), since(v.Now, s.StartedAt.Time)))
+	notes(&t, v)
 	return t.String()
+}
+
+// notes adds the header lines that say what fledge makes of annotations
+// that look like its own and are not acted on: a state it did not write,
+// a state in a namespace it does not act in, an unreadable last outcome.
+func notes(t *table, v statusView) {
+	switch {
+	case v.Rejected != "" && v.NamespaceIgnored:
+		t.add("State:", fmt.Sprintf("not written by fledge (%s); fledge does not act on it", v.Rejected))
+	case v.Rejected != "":
+		t.add("State:", fmt.Sprintf("not written by fledge (%s); fledge does not act on it and drops it", v.Rejected))
+	case v.State != nil && v.NamespaceIgnored:
+		t.add("State:", "not acted on: "+ignoredState(v.Namespace))
+	}
+	if v.Rejected != "" && v.Paused && !v.Holding {
+		t.add("Paused:", fmt.Sprintf("yes, and no rollout of fledge's keeps it so: kubectl rollout resume -n %s deployment/%s", v.Namespace, v.Name))
+	}
+	if v.OutcomeUnreadable != "" {
+		t.add("Last:", fmt.Sprintf("%s is unreadable: %s", rollout.AnnotationLast, v.OutcomeUnreadable))
+	}
 }
 
 func finishedHeader(v statusView) string {
@@ -125,6 +211,7 @@ func finishedHeader(v statusView) string {
 			o.CanaryRevision, o.Phase.Ended(), since(v.Now, o.FinishedAt.Time), orDash(o.StableRevision), v.StableReady))
 		t.add("Next:", holdingWays(v.Name))
 	}
+	notes(&t, v)
 	return t.String()
 }
 

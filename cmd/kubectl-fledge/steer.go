@@ -44,7 +44,10 @@ on its own; promote refuses too, naming the Service and the label, unless
 The command sets the annotation fledge.dev/command on the Deployment (promote or
 promote-full) and waits until the router takes it and clears the annotation.
 If the router does not within --timeout, the annotation is removed again and
-the command fails: a late router must not act on a command reported as failed.`,
+the command fails: a late router must not act on a command reported as failed.
+Nothing is sent in a namespace fledge does not act in, nor when the
+Deployment's fledge.dev/rollout was not written by fledge (it does not parse
+or has no seal): no rollout runs then.`,
 		Example: `  kubectl fledge promote web
   kubectl fledge promote --full web`,
 		Args: cobra.ExactArgs(1),
@@ -73,7 +76,10 @@ func newSteerCommand(e *env, use, command, short, long string) *cobra.Command {
 
 The command sets the annotation fledge.dev/command=` + command + ` on the Deployment and
 waits until the router takes it and clears the annotation. If the router does
-not within --timeout, the annotation is removed again and the command fails.`,
+not within --timeout, the annotation is removed again and the command fails.
+Nothing is sent in a namespace fledge does not act in, nor when the
+Deployment's fledge.dev/rollout was not written by fledge (it does not parse
+or has no seal): no rollout runs then, so abort exits 0 and the others exit 1.`,
 		Example: "  kubectl fledge " + use + " web",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -137,9 +143,10 @@ func runSteer(ctx context.Context, e *env, name, command string, o steerOptions)
 	if err != nil {
 		return err
 	}
-	v, err := newStatusView(stable, canary, e.clock.Now())
-	if err != nil {
-		return err
+	v := newStatusView(stable, canary, e.clock.Now())
+	v.NamespaceIgnored = namespaceIgnored(ctx, cs, ns)
+	if v.Rejected != "" && command != rollout.CommandRetry {
+		return notFledges(e, v, command)
 	}
 	if err := steerable(v, command); err != nil {
 		return err
@@ -185,10 +192,35 @@ func retryStarted(ctx context.Context, e *env, cs kubernetes.Interface, ns, name
 	return nil
 }
 
+// notFledges answers a command on a Deployment whose fledge.dev/rollout
+// fledge did not write: no rollout of fledge's runs, so nothing is sent.
+// An abort succeeds, since what it is for, no rollout, already holds; the
+// other commands have nothing to steer and fail.
+func notFledges(e *env, v statusView, command string) error {
+	msg := fmt.Sprintf("%s has no rollout in progress: its %s was not written by fledge (%s), and fledge does not act on it", v.Name, rollout.AnnotationState, v.Rejected)
+	if !v.NamespaceIgnored {
+		msg += " but drops it"
+	}
+	if command == rollout.CommandAbort {
+		fmt.Fprintf(e.out, "%s; nothing to abort\n", msg)
+		return nil
+	}
+	return fmt.Errorf("%s; nothing to %s", msg, strings.TrimSuffix(command, "-full"))
+}
+
 // steerable refuses, before sending it, a command fledge would only clear
-// and ignore: no rollout, a rollout already ending, resume of a rollout
-// that is not paused, retry of a revision that is not held.
+// and ignore: a namespace fledge does not act in, no rollout, a rollout
+// already ending, resume of a rollout that is not paused, retry of a
+// revision that is not held.
 func steerable(v statusView, command string) error {
+	if v.NamespaceIgnored {
+		taker := "the router"
+		if command == rollout.CommandRetry {
+			taker = "fledge's webhook"
+		}
+		return fmt.Errorf("namespace %s is not labelled %s=true: fledge does not act in it, so %s would not take %s for %s; kubectl label namespace %s %s=true first",
+			v.Namespace, rollout.LabelEnabled, taker, command, v.Name, v.Namespace, rollout.LabelEnabled)
+	}
 	if command == rollout.CommandRetry {
 		return retryable(v)
 	}

@@ -371,11 +371,10 @@ func TestSteerNotTakenIsWithdrawnAndExplained(t *testing.T) {
 		namespace *corev1.Namespace
 		wantErr   string
 	}{{
-		name:      "namespace not opted in",
+		name:      "namespace not opted in: refused before it is sent, since nothing would take it",
 		namespace: &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a"}},
-		wantErr: `error: the router did not take "pause" for deployment web within 100ms; the command was withdrawn. ` +
-			`Is fledge running (kubectl -n fledge-system get pods)? ` +
-			"Namespace team-a is not labelled fledge.dev/enabled=true, so fledge ignores it: kubectl label namespace team-a fledge.dev/enabled=true\n",
+		wantErr: "error: namespace team-a is not labelled fledge.dev/enabled=true: fledge does not act in it, so the router would not take pause for web; " +
+			"kubectl label namespace team-a fledge.dev/enabled=true first\n",
 	}, {
 		name: "namespace opted in",
 		namespace: &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a",

@@ -68,15 +68,15 @@ type undo struct {
 // planUndo decides what undo writes into Deployment d, given the
 // ReplicaSets of its selector: the template of its stable revision (the
 // one the rollout in progress started from, or the one a held failed
-// revision was rolled back to), read from the ReplicaSet d controls.
+// revision was rolled back to), read from the ReplicaSet d controls. A
+// state fledge did not write counts for nothing: its stable revision is
+// anyone's word.
 func planUndo(d *appsv1.Deployment, rss []appsv1.ReplicaSet) (undo, error) {
-	state, err := rollout.ParseState(d)
-	if err != nil {
-		return undo{}, err
-	}
+	state, rejected := readState(d)
 	outcome, err := rollout.ParseOutcome(d)
-	if err != nil {
-		return undo{}, err
+	if err != nil && state == nil {
+		return undo{}, fmt.Errorf("annotation %s of %s/%s does not parse (%s), so undo cannot tell which revision %s holds: apply the stable manifest",
+			rollout.AnnotationLast, d.Namespace, d.Name, cause(err), d.Name)
 	}
 	var revision string
 	switch {
@@ -93,6 +93,9 @@ func planUndo(d *appsv1.Deployment, rss []appsv1.ReplicaSet) (undo, error) {
 		revision = state.StableRevision
 	case rollout.Holds(d, outcome):
 		revision = outcome.StableRevision
+	case rejected != "":
+		return undo{}, fmt.Errorf("%s holds no failed revision and no rollout runs: its %s was not written by fledge (%s), and fledge does not act on it but drops it; nothing to undo",
+			d.Name, rollout.AnnotationState, rejected)
 	default:
 		return undo{}, fmt.Errorf("%s holds no failed revision and no rollout runs: nothing to undo", d.Name)
 	}
@@ -188,10 +191,12 @@ func runUndo(ctx context.Context, e *env, name string, timeout time.Duration) er
 
 // waitUndone polls until the Deployment is unpaused and no rollout runs:
 // the webhook unpauses a held Deployment as the stable template comes
-// back; during a rollout the router first finishes the abort. It reports
-// false when timeout passed first.
+// back; during a rollout the router first finishes the abort. A state
+// fledge did not write is no rollout. It reports false when timeout passed
+// first.
 func waitUndone(ctx context.Context, cs kubernetes.Interface, ns, name string, timeout, poll time.Duration) (bool, error) {
 	return waitDeployment(ctx, cs, ns, name, timeout, poll, true, func(d *appsv1.Deployment) bool {
-		return !d.Spec.Paused && d.Annotations[rollout.AnnotationState] == ""
+		s, _ := readState(d)
+		return !d.Spec.Paused && s == nil
 	})
 }

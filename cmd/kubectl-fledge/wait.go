@@ -91,6 +91,9 @@ func outcomeError(name string, o *rollout.Outcome, holding bool) error {
 func waitingNote(v statusView, timeout time.Duration) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s has no rollout in progress", v.Name)
+	if v.Rejected != "" {
+		fmt.Fprintf(&b, " (its %s was not written by fledge: %s; fledge does not act on it)", rollout.AnnotationState, v.Rejected)
+	}
 	if v.Outcome != nil {
 		fmt.Fprintf(&b, " (the last one ended %s)", rolloutSummary(v))
 	}
