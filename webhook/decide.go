@@ -58,12 +58,17 @@ const bypass = "to deploy without fledge, set the annotation fledge.dev/skip: \"
 // Decide implements ARCHITECTURE.md, "Webhook: what an UPDATE does". It is a
 // pure function of the update: no clock, no client.
 func Decide(u Update) Decision {
-	if u.FromFledge || rollout.Skipped(u.New) {
+	if u.FromFledge {
 		return Decision{}
 	}
 	name := u.New.Name
 	out := u.New.DeepCopy()
 	warnings := keepOwnedAnnotations(u.Old, out)
+	if rollout.Skipped(u.New) {
+		// Skipping fledge bypasses its rollout, never its ownership of
+		// its keys.
+		return admit(u.New, out, warnings)
+	}
 
 	state, err := rollout.OpenState(u.Old, u.Keys)
 	if err != nil {

@@ -319,7 +319,9 @@ func TestDecide(t *testing.T) {
 				d.Annotations[rollout.AnnotationSkip] = "true"
 				d.Annotations[rollout.AnnotationState] = `{"phase":"Promoting"}`
 			})},
-			wantUnchanged: true,
+			wantPaused:   true,
+			wantState:    stateOf(running(rollout.Progressing)),
+			wantWarnings: []string{"fledge: annotation fledge.dev/rollout is written by fledge only; your change to it was undone"},
 		},
 		{
 			name:          "a user's edit during Promoting does not pause the Deployment again",
