@@ -109,7 +109,7 @@ func (m *Metrics) evaluation(e *policy.Evaluation) {
 // a rollout whose end this process missed from lending its start to the
 // next. A cut that began under another manager process is timed from when
 // this one took it over, so a manager outage is not counted as time to cut.
-func (m *Metrics) cut(o Observed, p Plan) {
+func (m *Metrics) cut(o observed, p planned) {
 	if !p.Cutting {
 		return
 	}

@@ -24,7 +24,7 @@ func rollbackSeconds(t *testing.T, m *Metrics) (uint64, float64) {
 
 // pass plans o at now and hands the plan to m as apply does; it returns
 // the plan, whose State is the next pass's.
-func pass(m *Metrics, o Observed, at time.Time) Plan {
+func pass(m *Metrics, o observed, at time.Time) planned {
 	o = withPods(o)
 	o.Now = at
 	p := plan(o)
@@ -47,14 +47,14 @@ func TestRollbackSecondsSamplesEachRollbackOnce(t *testing.T) {
 
 	// The pass that sees the restart orders the cut; the next sees a pod
 	// still stopping; the third sees the canary at zero and ends the rollout.
-	p := pass(m, Observed{Deployment: d, State: holding(state(rollout.Progressing, 0), 10*time.Second), Canary: canary(d, 1, 1), CanaryPods: restarted()}, now)
+	p := pass(m, observed{Deployment: d, State: holding(state(rollout.Progressing, 0), 10*time.Second), Canary: canary(d, 1, 1), CanaryPods: restarted()}, now)
 	require.Equal(t, rollout.RollingBack, p.State.Phase)
 	rollingBack := p.State
-	p = pass(m, Observed{Deployment: d, State: rollingBack, Canary: canary(d, 0, 1), CanaryPods: canaryPods("1", 1, 1)}, now.Add(time.Second))
+	p = pass(m, observed{Deployment: d, State: rollingBack, Canary: canary(d, 0, 1), CanaryPods: canaryPods("1", 1, 1)}, now.Add(time.Second))
 	require.NotNil(t, p.State, "a pod still serves: the cut goes on")
 	count, _ := rollbackSeconds(t, m)
 	assert.Equal(t, uint64(0), count, "not while the canary still has a pod")
-	p = pass(m, Observed{Deployment: d, State: rollingBack, Canary: canary(d, 0, 0)}, now.Add(1500*time.Millisecond))
+	p = pass(m, observed{Deployment: d, State: rollingBack, Canary: canary(d, 0, 0)}, now.Add(1500*time.Millisecond))
 	require.NotNil(t, p.Outcome)
 	require.Equal(t, rollout.RolledBack, p.Outcome.Phase)
 	count, sum := rollbackSeconds(t, m)
@@ -63,9 +63,9 @@ func TestRollbackSecondsSamplesEachRollbackOnce(t *testing.T) {
 
 	// Later looks at the same rollback (a requeue on a cache that has not
 	// seen the outcome yet, the canary being deleted) add no sample.
-	pass(m, Observed{Deployment: d, State: rollingBack, Canary: canary(d, 0, 0)}, now.Add(2*time.Second))
-	pass(m, Observed{Deployment: d, State: rollingBack, CanaryDeleting: true}, now.Add(3*time.Second))
-	pass(m, Observed{Deployment: d, State: rollingBack}, now.Add(4*time.Second))
+	pass(m, observed{Deployment: d, State: rollingBack, Canary: canary(d, 0, 0)}, now.Add(2*time.Second))
+	pass(m, observed{Deployment: d, State: rollingBack, CanaryDeleting: true}, now.Add(3*time.Second))
+	pass(m, observed{Deployment: d, State: rollingBack}, now.Add(4*time.Second))
 	count, sum = rollbackSeconds(t, m)
 	assert.Equal(t, uint64(1), count)
 	assert.InDelta(t, 1.5, sum, 1e-9)
@@ -74,8 +74,8 @@ func TestRollbackSecondsSamplesEachRollbackOnce(t *testing.T) {
 	// process missed the end of the last one (forget).
 	next := *rollingBack
 	next.Attempt = 2
-	pass(m, Observed{Deployment: d, State: &next, Canary: canary(d, 0, 1), CanaryPods: canaryPods("2", 1, 1)}, now.Add(time.Minute))
-	pass(m, Observed{Deployment: d, State: &next}, now.Add(time.Minute+250*time.Millisecond))
+	pass(m, observed{Deployment: d, State: &next, Canary: canary(d, 0, 1), CanaryPods: canaryPods("2", 1, 1)}, now.Add(time.Minute))
+	pass(m, observed{Deployment: d, State: &next}, now.Add(time.Minute+250*time.Millisecond))
 	count, sum = rollbackSeconds(t, m)
 	assert.Equal(t, uint64(2), count)
 	assert.InDelta(t, 1.75, sum, 1e-9)
@@ -86,19 +86,19 @@ func TestRollbackSecondsIgnoreAborts(t *testing.T) {
 	skipped.Annotations = map[string]string{rollout.AnnotationSkip: "true"}
 	tests := []struct {
 		name  string
-		first Observed
+		first observed
 	}{
 		{
 			name:  "kubectl fledge abort cuts the canary without a rollback sample",
-			first: Observed{Deployment: web(4), State: holding(state(rollout.Progressing, 0), 10*time.Second), Command: rollout.CommandAbort, Canary: canary(web(4), 1, 1)},
+			first: observed{Deployment: web(4), State: holding(state(rollout.Progressing, 0), 10*time.Second), Command: rollout.CommandAbort, Canary: canary(web(4), 1, 1)},
 		},
 		{
 			name:  "a template reverted mid-rollout aborts without a rollback sample",
-			first: Observed{Deployment: web(4), State: state(rollout.Aborted, 0), Canary: canary(web(4), 1, 1)},
+			first: observed{Deployment: web(4), State: state(rollout.Aborted, 0), Canary: canary(web(4), 1, 1)},
 		},
 		{
 			name:  "fledge.dev/skip during a rollback hands the Deployment back without a sample",
-			first: Observed{Deployment: skipped, State: state(rollout.RollingBack, 0), Canary: canary(web(4), 1, 1)},
+			first: observed{Deployment: skipped, State: state(rollout.RollingBack, 0), Canary: canary(web(4), 1, 1)},
 		},
 	}
 	for _, tt := range tests {
@@ -119,9 +119,9 @@ func TestRollbackSecondsIgnoreAborts(t *testing.T) {
 
 func TestRollbackSecondsTimeTheCutNotAManagerOutage(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
-	o := Observed{Deployment: web(4), State: state(rollout.RollingBack, 0)}
-	at := func(d time.Duration) Observed { o.Now = t0.Add(d); return o }
-	cutting, gone := Plan{Cutting: true}, Plan{Cutting: true, CanaryGone: true}
+	o := observed{Deployment: web(4), State: state(rollout.RollingBack, 0)}
+	at := func(d time.Duration) observed { o.Now = t0.Add(d); return o }
+	cutting, gone := planned{Cutting: true}, planned{Cutting: true, CanaryGone: true}
 
 	m := NewMetrics(prometheus.NewRegistry())
 	m.cut(at(0), cutting)

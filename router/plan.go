@@ -15,10 +15,10 @@ import (
 	"github.com/fledge-dev/fledge/rollout"
 )
 
-// Observed is what one reconcile read of a rollout: the stable Deployment
+// observed is what one reconcile read of a rollout: the stable Deployment
 // and its state, the canary, its pods, the Services of the namespace, and,
 // when it was due, an evaluation of the Prometheus checks.
-type Observed struct {
+type observed struct {
 	Now        time.Time
 	Deployment *appsv1.Deployment
 	State      *rollout.State
@@ -45,8 +45,8 @@ type Observed struct {
 	Evaluation *policy.Evaluation
 }
 
-// Plan is what a reconcile must do. apply carries it out.
-type Plan struct {
+// planned is what a reconcile must do. apply carries it out.
+type planned struct {
 	// State is the rollout state to write; nil removes the annotation (the
 	// rollout is over).
 	State *rollout.State
@@ -65,7 +65,7 @@ type Plan struct {
 	// ClearCommand removes the fledge.dev/command annotation.
 	ClearCommand bool
 	// Events to emit on the Deployment, in order.
-	Events []Event
+	Events []event
 	// Cutting is set while a rollback (RollingBack: checks or pod health
 	// failed) cuts the canary; CanaryGone on a reconcile that saw it at
 	// zero pods. They time fledge_rollback_seconds, so an abort or a
@@ -77,7 +77,7 @@ type Plan struct {
 }
 
 // Event is one Kubernetes Event to emit.
-type Event struct {
+type event struct {
 	Type    string // corev1.EventTypeNormal or corev1.EventTypeWarning
 	Reason  string
 	Message string
@@ -89,16 +89,16 @@ const (
 	pollStalled = 5 * time.Second // a stall that a person has to lift
 )
 
-// planner builds one Plan.
+// planner builds the planned actions of one reconcile.
 type planner struct {
-	o    Observed
+	o    observed
 	s    rollout.State // the state being planned; a copy
-	plan Plan
+	plan planned
 }
 
 // plan decides what to do with a rollout. It is pure: everything it needs is
 // in o, and it only returns what apply must write.
-func plan(o Observed) Plan {
+func plan(o observed) planned {
 	p := &planner{o: o, s: copyState(o.State)}
 	p.plan.Paused = true
 	p.command()
@@ -121,7 +121,7 @@ func plan(o Observed) Plan {
 }
 
 // result is the plan, with the planned state unless the rollout ended.
-func (p *planner) result() Plan {
+func (p *planner) result() planned {
 	if p.plan.State == nil && p.plan.Outcome == nil {
 		// The rollout goes on: write the planned state.
 		p.plan.State = &p.s
@@ -136,7 +136,7 @@ func copyState(s *rollout.State) rollout.State {
 }
 
 func (p *planner) event(typ, reason, format string, args ...any) {
-	p.plan.Events = append(p.plan.Events, Event{Type: typ, Reason: reason, Message: fmt.Sprintf(format, args...)})
+	p.plan.Events = append(p.plan.Events, event{Type: typ, Reason: reason, Message: fmt.Sprintf(format, args...)})
 }
 
 func (p *planner) requeue(d time.Duration) {
@@ -217,10 +217,10 @@ func (p *planner) followScale() {
 	if p.s.StableSet > 0 {
 		expected = p.s.StableSet
 	}
-	if observed := p.stableReplicas(); observed != expected {
-		p.s.Replicas = observed
+	if total := p.stableReplicas(); total != expected {
+		p.s.Replicas = total
 		p.s.StableSet = 0
-		p.event(corev1.EventTypeNormal, "Scaled", "%s was scaled to %d replicas: the rollout now shares %d pods between stable and canary", p.name(), observed, observed)
+		p.event(corev1.EventTypeNormal, "Scaled", "%s was scaled to %d replicas: the rollout now shares %d pods between stable and canary", p.name(), total, total)
 	}
 }
 
@@ -362,7 +362,7 @@ func (p *planner) reason(check string, value, bound *float64, format string, arg
 // stalled reports whether the step cannot be judged now, and holds it:
 // nothing to judge (no pods wanted), nothing to compare with (the stable
 // ReplicaSet gone), canary pods not all Ready, or a Service that sends the
-// canary nothing. The first that applies is the stall's message; its Event
+// canary nothing. The first that applies is the stall's message; its event
 // is emitted when the stall begins or changes. Time stalled does not count
 // toward the hold, and a stalled step never passes.
 func (p *planner) stalled(want int32) bool {

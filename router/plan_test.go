@@ -64,7 +64,7 @@ func canaryPods(attempt string, n, ready int) []corev1.Pod {
 
 // withPods fills in what a test leaves out: the canary's pods as its
 // status counts them, of the current attempt, and the stable pods' labels.
-func withPods(o Observed) Observed {
+func withPods(o observed) observed {
 	if o.CanaryPods == nil && o.Canary != nil {
 		o.CanaryPods = canaryPods("1", int(o.Canary.Status.Replicas), int(o.Canary.Status.ReadyReplicas))
 	}
@@ -118,7 +118,7 @@ func result(check string, r policy.Result, value float64) policy.CheckResult {
 	return policy.CheckResult{Check: check, Result: r, Value: ptr.To(value), Bound: 0.01, Op: "<=", Reason: "error-rate 0.2 > 0.01"}
 }
 
-func events(p Plan) []string {
+func events(p planned) []string {
 	var out []string
 	for _, e := range p.Events {
 		out = append(out, e.Type+" "+e.Reason+": "+e.Message)
@@ -130,13 +130,13 @@ func TestPlan(t *testing.T) {
 	d := web(4)
 	tests := []struct {
 		name  string
-		o     Observed
-		check func(t *testing.T, p Plan)
+		o     observed
+		check func(t *testing.T, p planned)
 	}{
 		{
 			name: "a new rollout starts its first step with the canary at the nearest count",
-			o:    Observed{Deployment: d, State: state(rollout.Progressing, 0)},
-			check: func(t *testing.T, p Plan) {
+			o:    observed{Deployment: d, State: state(rollout.Progressing, 0)},
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, ptr.To[int32](1), p.CanaryReplicas, "1 of 5 pods: nearest 5% with at least one")
 				assert.True(t, p.Paused)
 				assert.Equal(t, ago(0), p.State.StepStartedAt)
@@ -146,12 +146,12 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "canary pods not yet Ready: wait, and the readyTimeout starts",
-			o: Observed{Deployment: d, State: func() *rollout.State {
+			o: observed{Deployment: d, State: func() *rollout.State {
 				s := state(rollout.Progressing, 0)
 				s.StepStartedAt = ago(time.Minute)
 				return s
 			}(), Canary: canary(d, 1, 0)},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, rollout.Progressing, p.State.Phase)
 				assert.Nil(t, p.State.HoldingSince)
 				assert.Equal(t, ago(0), p.State.NotReadySince)
@@ -161,13 +161,13 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "canary pods not Ready within readyTimeout: roll back, canary cut first",
-			o: Observed{Deployment: d, State: func() *rollout.State {
+			o: observed{Deployment: d, State: func() *rollout.State {
 				s := state(rollout.Progressing, 0)
 				s.StepStartedAt = ago(5 * time.Minute)
 				s.NotReadySince = ago(5 * time.Minute)
 				return s
 			}(), Canary: canary(d, 1, 0)},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				require.NotNil(t, p.State)
 				assert.Equal(t, rollout.RollingBack, p.State.Phase)
 				assert.Equal(t, &rollout.Reason{Check: "ready-timeout", Value: ptr.To(0.0), Bound: ptr.To(1.0), Step: 0, Weight: 5, Message: "0 of 1 canary pods Ready after 5m0s (readyTimeout)"}, p.State.Reason)
@@ -178,12 +178,12 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "canary Ready: the hold starts and the step is recorded",
-			o: Observed{Deployment: d, State: func() *rollout.State {
+			o: observed{Deployment: d, State: func() *rollout.State {
 				s := state(rollout.Progressing, 0)
 				s.StepStartedAt = ago(3 * time.Second)
 				return s
 			}(), Canary: canary(d, 1, 1)},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, ago(0), p.State.HoldingSince)
 				assert.Equal(t, []rollout.StepRecord{{Step: 0, Weight: 5, Effective: 20, Canary: 1, Stable: 4, Started: *ago(3 * time.Second), Ready: ago(0)}}, p.State.History)
 				assert.Equal(t, time.Minute, p.RequeueAfter)
@@ -191,8 +191,8 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "hold passed: the next step",
-			o:    Observed{Deployment: d, State: holding(state(rollout.Progressing, 0), time.Minute), Canary: canary(d, 1, 1)},
-			check: func(t *testing.T, p Plan) {
+			o:    observed{Deployment: d, State: holding(state(rollout.Progressing, 0), time.Minute), Canary: canary(d, 1, 1)},
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, int32(1), p.State.Step)
 				assert.Equal(t, ptr.To[int32](1), p.CanaryReplicas, "25% of 4 stable: 1 (20%) is nearer than 2 (33%)")
 				assert.Equal(t, ago(0), p.State.History[0].Ended)
@@ -202,8 +202,8 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "the last step held: promotion unpauses the Deployment and keeps the canary serving",
-			o:    Observed{Deployment: d, State: holding(state(rollout.Progressing, 2), time.Minute), Canary: canary(d, 4, 4)},
-			check: func(t *testing.T, p Plan) {
+			o:    observed{Deployment: d, State: holding(state(rollout.Progressing, 2), time.Minute), Canary: canary(d, 4, 4)},
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, rollout.Promoting, p.State.Phase)
 				assert.False(t, p.Paused)
 				assert.Equal(t, ptr.To[int32](4), p.CanaryReplicas)
@@ -212,14 +212,14 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "promotion waits for the Deployment's own rolling update",
-			o: Observed{Deployment: func() *appsv1.Deployment {
+			o: observed{Deployment: func() *appsv1.Deployment {
 				d := web(4)
 				d.Spec.Paused = false
 				d.Generation = 3
 				d.Status.UpdatedReplicas = 2
 				return d
 			}(), State: state(rollout.Promoting, 2), Canary: canary(d, 4, 4)},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, rollout.Promoting, p.State.Phase)
 				assert.Equal(t, ptr.To[int32](4), p.CanaryReplicas)
 				assert.Nil(t, p.Outcome)
@@ -227,13 +227,13 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "promotion ends when every pod runs the new version: canary removed, outcome recorded",
-			o: Observed{Deployment: func() *appsv1.Deployment {
+			o: observed{Deployment: func() *appsv1.Deployment {
 				d := web(4)
 				d.Spec.Paused = false
 				d.Status.UpdatedReplicas = 4
 				return d
 			}(), State: state(rollout.Promoting, 2), Canary: canary(d, 4, 4)},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				assert.Nil(t, p.State)
 				assert.Nil(t, p.CanaryReplicas, "the canary goes")
 				require.NotNil(t, p.Outcome)
@@ -243,9 +243,9 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "a failed canary pod rolls back at once",
-			o: Observed{Deployment: d, State: holding(state(rollout.Progressing, 1), 10*time.Second), Canary: canary(d, 1, 0),
+			o: observed{Deployment: d, State: holding(state(rollout.Progressing, 1), 10*time.Second), Canary: canary(d, 1, 0),
 				CanaryPods: []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Name: "web-canary-abc-x1", Labels: map[string]string{rollout.LabelAttempt: "1"}}, Status: corev1.PodStatus{Phase: corev1.PodFailed, Reason: "containerFailed"}}}},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, rollout.RollingBack, p.State.Phase)
 				assert.Equal(t, "canary pod web-canary-abc-x1 failed (containerFailed)", p.State.Reason.Message)
 				assert.Equal(t, "pod-failed", p.State.Reason.Check)
@@ -255,22 +255,22 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "restarts beyond maxRestarts roll back",
-			o: Observed{Deployment: d, State: holding(state(rollout.Progressing, 0), 10*time.Second), Canary: canary(d, 1, 1),
+			o: observed{Deployment: d, State: holding(state(rollout.Progressing, 0), 10*time.Second), Canary: canary(d, 1, 1),
 				CanaryPods: []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{rollout.LabelAttempt: "1"}}, Status: corev1.PodStatus{Phase: corev1.PodRunning, ContainerStatuses: []corev1.ContainerStatus{{RestartCount: 1}}}}}},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, rollout.RollingBack, p.State.Phase)
 				assert.Equal(t, &rollout.Reason{Check: "restarts", Value: ptr.To(1.0), Bound: ptr.To(0.0), Step: 0, Weight: 5, Message: "canary containers restarted 1 times > 0"}, p.State.Reason)
 			},
 		},
 		{
 			name: "rollback waits until the canary has no pods",
-			o: Observed{Deployment: d, State: func() *rollout.State {
+			o: observed{Deployment: d, State: func() *rollout.State {
 				s := state(rollout.RollingBack, 1)
 				s.Reason = &rollout.Reason{Check: "error-rate", Step: 1, Weight: 25, Message: "error-rate 0.2 > 0.01"}
 				s.FailedAt = ago(time.Second)
 				return s
 			}(), Canary: canary(d, 0, 0), CanaryPods: []corev1.Pod{{}}},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, rollout.RollingBack, p.State.Phase)
 				assert.Equal(t, ptr.To[int32](0), p.CanaryReplicas)
 				assert.True(t, p.Paused)
@@ -280,14 +280,14 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "once the canary is gone, the Deployment holds the failed revision, paused",
-			o: Observed{Deployment: d, State: func() *rollout.State {
+			o: observed{Deployment: d, State: func() *rollout.State {
 				s := state(rollout.RollingBack, 1)
 				s.Reason = &rollout.Reason{Check: "error-rate", Value: ptr.To(0.2), Bound: ptr.To(0.01), Step: 1, Weight: 25, Message: "error-rate 0.2 > 0.01"}
 				s.FailedAt = ago(time.Second)
 				return s
 			}(), Canary: canary(d, 0, 0),
 				CanaryPods: []corev1.Pod{{Status: corev1.PodStatus{Phase: corev1.PodFailed}}}},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				assert.Nil(t, p.State, "a failed pod serves nothing: it does not hold the rollback")
 				assert.True(t, p.Paused, "the applied template stays; the stable ReplicaSet serves")
 				assert.Nil(t, p.CanaryReplicas)
@@ -303,12 +303,12 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "a template reverted by the user ends as Aborted, unpaused on the stable template",
-			o: Observed{Deployment: func() *appsv1.Deployment {
+			o: observed{Deployment: func() *appsv1.Deployment {
 				d := web(4)
 				d.Spec.Template = *stableTemplate()
 				return d
 			}(), State: state(rollout.Aborted, 0)},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				require.NotNil(t, p.Outcome)
 				assert.Equal(t, rollout.Aborted, p.Outcome.Phase)
 				assert.Equal(t, &rollout.Reason{Check: "user", Step: 0, Weight: 5, Message: "aborted by user"}, p.Outcome.Reason)
@@ -317,8 +317,8 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "kubectl fledge abort ends as Aborted and holds the revision, paused",
-			o:    Observed{Deployment: d, State: state(rollout.Aborted, 0)},
-			check: func(t *testing.T, p Plan) {
+			o:    observed{Deployment: d, State: state(rollout.Aborted, 0)},
+			check: func(t *testing.T, p planned) {
 				require.NotNil(t, p.Outcome)
 				assert.Equal(t, rollout.Aborted, p.Outcome.Phase)
 				assert.True(t, p.Paused)
@@ -327,12 +327,12 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "fledge.dev/skip during a rollout: the canary is cut first",
-			o: Observed{Deployment: func() *appsv1.Deployment {
+			o: observed{Deployment: func() *appsv1.Deployment {
 				d := web(4)
 				d.Annotations = map[string]string{rollout.AnnotationSkip: "true"}
 				return d
 			}(), State: holding(state(rollout.Progressing, 1), time.Second), Canary: canary(d, 1, 1)},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, rollout.Aborted, p.State.Phase)
 				assert.Equal(t, ptr.To[int32](0), p.CanaryReplicas)
 				assert.True(t, p.Paused, "not unpaused before the canary is gone")
@@ -341,7 +341,7 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "fledge.dev/skip during a rollout: then the Deployment is handed back as the user left it",
-			o: Observed{Deployment: func() *appsv1.Deployment {
+			o: observed{Deployment: func() *appsv1.Deployment {
 				d := web(4)
 				d.Annotations = map[string]string{rollout.AnnotationSkip: "true"}
 				return d
@@ -350,7 +350,7 @@ func TestPlan(t *testing.T) {
 				s.Reason = &rollout.Reason{Check: "skip", Step: 1, Weight: 25, Message: "fledge.dev/skip set during the rollout: the Deployment rolls out natively"}
 				return s
 			}(), Canary: canary(d, 0, 0)},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				assert.Nil(t, p.State)
 				assert.False(t, p.Paused)
 				assert.Nil(t, p.CanaryReplicas)
@@ -361,12 +361,12 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "a manual approval step waits after its hold",
-			o: Observed{Deployment: d, State: func() *rollout.State {
+			o: observed{Deployment: d, State: func() *rollout.State {
 				s := state(rollout.Progressing, 2)
 				s.Policy.Steps[2].Approval = policy.ApprovalManual
 				return holding(s, time.Minute)
 			}(), Canary: canary(d, 4, 4)},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, rollout.Paused, p.State.Phase)
 				assert.Equal(t, "waiting for approval: kubectl fledge promote web", p.State.Message)
 				assert.Equal(t, []string{"Normal Approval: web held step 3 (50%) for 1m0s; waiting for approval: kubectl fledge promote web"}, events(p))
@@ -374,8 +374,8 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "pause holds the step even when its hold passed",
-			o:    Observed{Deployment: d, State: holding(state(rollout.Progressing, 0), time.Minute), Canary: canary(d, 1, 1), Command: rollout.CommandPause},
-			check: func(t *testing.T, p Plan) {
+			o:    observed{Deployment: d, State: holding(state(rollout.Progressing, 0), time.Minute), Canary: canary(d, 1, 1), Command: rollout.CommandPause},
+			check: func(t *testing.T, p planned) {
 				assert.True(t, p.ClearCommand)
 				assert.Equal(t, rollout.Paused, p.State.Phase)
 				assert.Equal(t, int32(0), p.State.Step)
@@ -384,32 +384,32 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "resume goes on from a pause",
-			o:    Observed{Deployment: d, State: holding(state(rollout.Paused, 0), 10*time.Second), Canary: canary(d, 1, 1), Command: rollout.CommandResume},
-			check: func(t *testing.T, p Plan) {
+			o:    observed{Deployment: d, State: holding(state(rollout.Paused, 0), 10*time.Second), Canary: canary(d, 1, 1), Command: rollout.CommandResume},
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, rollout.Progressing, p.State.Phase)
 				assert.Equal(t, []string{"Normal Command: resume: web goes on at step 1 (5%)"}, events(p))
 			},
 		},
 		{
 			name: "promote leaves the step now",
-			o:    Observed{Deployment: d, State: holding(state(rollout.Progressing, 0), time.Second), Canary: canary(d, 1, 1), Command: rollout.CommandPromote},
-			check: func(t *testing.T, p Plan) {
+			o:    observed{Deployment: d, State: holding(state(rollout.Progressing, 0), time.Second), Canary: canary(d, 1, 1), Command: rollout.CommandPromote},
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, int32(1), p.State.Step)
 				assert.Equal(t, "Normal Command: promote: web leaves step 1 (5%) now", events(p)[0])
 			},
 		},
 		{
 			name: "promote-full skips to promotion",
-			o:    Observed{Deployment: d, State: holding(state(rollout.Progressing, 0), time.Second), Canary: canary(d, 1, 1), Command: rollout.CommandPromoteFull},
-			check: func(t *testing.T, p Plan) {
+			o:    observed{Deployment: d, State: holding(state(rollout.Progressing, 0), time.Second), Canary: canary(d, 1, 1), Command: rollout.CommandPromoteFull},
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, rollout.Promoting, p.State.Phase)
 				assert.False(t, p.Paused)
 			},
 		},
 		{
 			name: "abort cuts the canary",
-			o:    Observed{Deployment: d, State: holding(state(rollout.Progressing, 1), time.Second), Canary: canary(d, 1, 1), Command: rollout.CommandAbort},
-			check: func(t *testing.T, p Plan) {
+			o:    observed{Deployment: d, State: holding(state(rollout.Progressing, 1), time.Second), Canary: canary(d, 1, 1), Command: rollout.CommandAbort},
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, rollout.Aborted, p.State.Phase)
 				assert.Equal(t, ptr.To[int32](0), p.CanaryReplicas)
 				assert.Equal(t, "user", p.State.Reason.Check)
@@ -417,8 +417,8 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "an unknown command is cleared with a warning",
-			o:    Observed{Deployment: d, State: holding(state(rollout.Progressing, 0), time.Second), Canary: canary(d, 1, 1), Command: "rollback"},
-			check: func(t *testing.T, p Plan) {
+			o:    observed{Deployment: d, State: holding(state(rollout.Progressing, 0), time.Second), Canary: canary(d, 1, 1), Command: "rollback"},
+			check: func(t *testing.T, p planned) {
 				assert.True(t, p.ClearCommand)
 				assert.Equal(t, rollout.Progressing, p.State.Phase)
 				assert.Equal(t, []string{`Warning CommandIgnored: unknown command "rollback"; use promote, promote-full, abort, pause, resume or retry`}, events(p))
@@ -426,9 +426,9 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "a failing check beyond failureLimit rolls back with the check's numbers",
-			o: Observed{Deployment: d, State: holding(withAnalysis(state(rollout.Progressing, 1)), 20*time.Second),
+			o: observed{Deployment: d, State: holding(withAnalysis(state(rollout.Progressing, 1)), 20*time.Second),
 				Evidence: rollout.Evidence{Attempt: 1, Step: 1, Counters: policy.Counters{Failures: 1}}, Canary: canary(d, 1, 1), Evaluation: &policy.Evaluation{At: now, Results: []policy.CheckResult{result("error-rate", policy.Fail, 0.2)}}},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, rollout.RollingBack, p.State.Phase)
 				assert.Equal(t, &rollout.Reason{Check: "error-rate", Value: ptr.To(0.2), Bound: ptr.To(0.01), Step: 1, Weight: 25, Message: "error-rate 0.2 > 0.01"}, p.State.Reason)
 				assert.Equal(t, ptr.To[int32](0), p.CanaryReplicas)
@@ -436,9 +436,9 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "inconclusive evidence never completes a hold",
-			o: Observed{Deployment: d, State: holding(withAnalysis(state(rollout.Progressing, 0)), 2*time.Minute), Canary: canary(d, 1, 1),
+			o: observed{Deployment: d, State: holding(withAnalysis(state(rollout.Progressing, 0)), 2*time.Minute), Canary: canary(d, 1, 1),
 				Evaluation: &policy.Evaluation{At: now, Results: []policy.CheckResult{{Check: "error-rate", Result: policy.Inconclusive, Reason: "no data for error-rate"}}}},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, int32(0), p.State.Step, "held 2m of 1m, but without passing evidence")
 				require.NotNil(t, p.Evidence)
 				assert.Equal(t, rollout.Evidence{Attempt: 1, Step: 0, At: metav1.NewMicroTime(now), Counters: policy.Counters{NoData: 1},
@@ -451,17 +451,17 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "passing evidence after the hold moves on",
-			o: Observed{Deployment: d, State: holding(withAnalysis(state(rollout.Progressing, 0)), 2*time.Minute), Canary: canary(d, 1, 1),
+			o: observed{Deployment: d, State: holding(withAnalysis(state(rollout.Progressing, 0)), 2*time.Minute), Canary: canary(d, 1, 1),
 				Evaluation: &policy.Evaluation{At: now, Results: []policy.CheckResult{result("error-rate", policy.Pass, 0.001)}}},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, int32(1), p.State.Step)
 			},
 		},
 		{
 			name: "passing evidence during the hold says so",
-			o: Observed{Deployment: d, State: holding(withAnalysis(state(rollout.Progressing, 0)), 10*time.Second), Canary: canary(d, 1, 1),
+			o: observed{Deployment: d, State: holding(withAnalysis(state(rollout.Progressing, 0)), 10*time.Second), Canary: canary(d, 1, 1),
 				Evaluation: &policy.Evaluation{At: now, Results: []policy.CheckResult{result("error-rate", policy.Pass, 0.001)}}},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, int32(0), p.State.Step)
 				assert.Equal(t, "checks pass; holding 1m0s", p.State.Message)
 				assert.Equal(t, ago(0), p.State.PassedSince)
@@ -471,34 +471,34 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "capacity shift lowers stable only once the canary pods are Ready",
-			o: Observed{Deployment: web(10), State: func() *rollout.State {
+			o: observed{Deployment: web(10), State: func() *rollout.State {
 				s := state(rollout.Progressing, 1)
 				s.Policy.Capacity = policy.CapacityShift
 				s.Replicas = 10
 				s.StepStartedAt = ago(time.Second)
 				return s
 			}(), Canary: canary(web(10), 2, 1)},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, ptr.To[int32](2), p.CanaryReplicas, "25% of 10 is 2.5: the smaller")
 				assert.Nil(t, p.StableReplicas, "not before the canary is Ready")
 			},
 		},
 		{
 			name: "capacity shift with Ready canary pods lowers stable",
-			o: Observed{Deployment: web(10), State: func() *rollout.State {
+			o: observed{Deployment: web(10), State: func() *rollout.State {
 				s := state(rollout.Progressing, 1)
 				s.Policy.Capacity = policy.CapacityShift
 				s.Replicas = 10
 				s.StepStartedAt = ago(time.Second)
 				return s
 			}(), Canary: canary(web(10), 2, 2)},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, ptr.To[int32](8), p.StableReplicas)
 			},
 		},
 		{
 			name: "a user's scale during a shift rollout becomes the new total",
-			o: Observed{Deployment: web(20), State: func() *rollout.State {
+			o: observed{Deployment: web(20), State: func() *rollout.State {
 				s := state(rollout.Progressing, 1)
 				s.Policy.Capacity = policy.CapacityShift
 				s.Replicas = 10
@@ -506,7 +506,7 @@ func TestPlan(t *testing.T) {
 				s.StepStartedAt = ago(time.Second)
 				return s
 			}(), Canary: canary(web(10), 2, 2)},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, int32(20), p.State.Replicas)
 				assert.Equal(t, ptr.To[int32](5), p.CanaryReplicas, "25% of 20")
 				assert.Nil(t, p.StableReplicas, "stable waits for the 5 canary pods to be Ready")
@@ -515,12 +515,12 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "capacity shift falls back to surge with an HPA, and says so",
-			o: Observed{Deployment: web(10), HPA: true, State: func() *rollout.State {
+			o: observed{Deployment: web(10), HPA: true, State: func() *rollout.State {
 				s := state(rollout.Progressing, 0)
 				s.Policy.Capacity = policy.CapacityShift
 				return s
 			}()},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, ptr.To[int32](1), p.CanaryReplicas)
 				assert.Nil(t, p.StableReplicas)
 				assert.Equal(t, "Warning CapacitySurge: capacity shift falls back to surge for web: a HorizontalPodAutoscaler scales the Deployment", events(p)[0])
@@ -528,8 +528,8 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "kubectl scale of the stable Deployment during a surge rollout: the canary follows",
-			o:    Observed{Deployment: web(20), State: holding(state(rollout.Progressing, 1), 10*time.Second), Canary: canary(web(4), 1, 1)},
-			check: func(t *testing.T, p Plan) {
+			o:    observed{Deployment: web(20), State: holding(state(rollout.Progressing, 1), 10*time.Second), Canary: canary(web(4), 1, 1)},
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, ptr.To[int32](7), p.CanaryReplicas, "7 of 27 pods: nearest 25%")
 			},
 		},
@@ -576,17 +576,17 @@ func TestPlanJudgesOnlyWhatServes(t *testing.T) {
 	}
 	tests := []struct {
 		name  string
-		o     Observed
-		check func(t *testing.T, p Plan)
+		o     observed
+		check func(t *testing.T, p planned)
 	}{
 		{
 			name: "a scale long after the step began starts a fresh readyTimeout, never a rollback",
-			o: Observed{Deployment: web(20), State: func() *rollout.State {
+			o: observed{Deployment: web(20), State: func() *rollout.State {
 				s := holding(state(rollout.Progressing, 1), 40*time.Second)
 				s.StepStartedAt = ago(10 * time.Minute) // readyTimeout is 5m
 				return s
 			}(), Canary: canary(web(4), 1, 1)},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, rollout.Progressing, p.State.Phase)
 				assert.Equal(t, ptr.To[int32](7), p.CanaryReplicas, "7 of 27 pods: nearest 25%")
 				assert.Equal(t, ago(0), p.State.NotReadySince)
@@ -597,25 +597,25 @@ func TestPlanJudgesOnlyWhatServes(t *testing.T) {
 		},
 		{
 			name: "readiness lost readyTimeout ago rolls back, counted from the loss",
-			o: Observed{Deployment: d, State: func() *rollout.State {
+			o: observed{Deployment: d, State: func() *rollout.State {
 				s := holding(state(rollout.Progressing, 1), 6*time.Minute)
 				s.NotReadySince = ago(5 * time.Minute)
 				s.StalledSince = ago(5 * time.Minute)
 				return s
 			}(), Canary: canary(d, 1, 0)},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, rollout.RollingBack, p.State.Phase)
 				assert.Equal(t, "ready-timeout", p.State.Reason.Check)
 			},
 		},
 		{
 			name: "time stalled does not count toward the hold",
-			o: Observed{Deployment: d, State: func() *rollout.State {
+			o: observed{Deployment: d, State: func() *rollout.State {
 				s := holding(state(rollout.Progressing, 0), 70*time.Second)
 				s.StalledSince = ago(30 * time.Second)
 				return s
 			}(), Canary: canary(d, 1, 1)},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, int32(0), p.State.Step, "held 40s of 1m")
 				assert.Equal(t, ago(40*time.Second), p.State.HoldingSince)
 				assert.Nil(t, p.State.StalledSince)
@@ -624,8 +624,8 @@ func TestPlanJudgesOnlyWhatServes(t *testing.T) {
 		},
 		{
 			name: "scaled to 0: the step holds and never passes",
-			o:    Observed{Deployment: web(0), State: holding(state(rollout.Progressing, 1), 2*time.Minute), Canary: canary(d, 0, 0)},
-			check: func(t *testing.T, p Plan) {
+			o:    observed{Deployment: web(0), State: holding(state(rollout.Progressing, 1), 2*time.Minute), Canary: canary(d, 0, 0)},
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, int32(1), p.State.Step)
 				assert.Equal(t, rollout.Progressing, p.State.Phase)
 				assert.Equal(t, ptr.To[int32](0), p.CanaryReplicas)
@@ -635,21 +635,21 @@ func TestPlanJudgesOnlyWhatServes(t *testing.T) {
 		},
 		{
 			name: "a stall already reported is not reported again",
-			o: Observed{Deployment: web(0), State: func() *rollout.State {
+			o: observed{Deployment: web(0), State: func() *rollout.State {
 				s := holding(state(rollout.Progressing, 1), 2*time.Minute)
 				s.StalledSince = ago(time.Minute)
 				s.Message = "web is scaled to 0: no canary pods to judge; the rollout holds until it has replicas again"
 				return s
 			}(), Canary: canary(d, 0, 0)},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				assert.Empty(t, p.Events)
 				assert.Equal(t, ago(time.Minute), p.State.StalledSince)
 			},
 		},
 		{
 			name: "the stable ReplicaSet gone: the step holds with a Warning that says what to do",
-			o:    Observed{Deployment: d, StableGone: true, State: holding(state(rollout.Progressing, 2), 2*time.Minute), Canary: canary(d, 4, 4)},
-			check: func(t *testing.T, p Plan) {
+			o:    observed{Deployment: d, StableGone: true, State: holding(state(rollout.Progressing, 2), 2*time.Minute), Canary: canary(d, 4, 4)},
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, rollout.Progressing, p.State.Phase, "never promotes")
 				assert.True(t, p.Paused)
 				rev := state(rollout.Progressing, 2).StableRevision
@@ -659,10 +659,10 @@ func TestPlanJudgesOnlyWhatServes(t *testing.T) {
 		},
 		{
 			name: "a Service that selects only the stable version holds the step",
-			o: Observed{Deployment: versioned("v2"), StableLabels: labels.Set{"app": "web", "version": "v1"},
+			o: observed{Deployment: versioned("v2"), StableLabels: labels.Set{"app": "web", "version": "v1"},
 				Services: []corev1.Service{service("web", map[string]string{"app": "web", "version": "v1"})},
 				State:    holding(state(rollout.Progressing, 2), 2*time.Minute), Canary: canary(versioned("v2"), 4, 4)},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, rollout.Progressing, p.State.Phase, "promoting would leave Service web without endpoints")
 				assert.Equal(t, ago(0), p.State.StalledSince)
 				assert.Equal(t, []string{"Warning ServiceMissesCanary: Service web selects version=v1 (canary pods: version=v2): it sends the canary no traffic and would have no endpoints after the promotion; " +
@@ -671,18 +671,18 @@ func TestPlanJudgesOnlyWhatServes(t *testing.T) {
 		},
 		{
 			name: "Services that select both versions, or only the canary, let the step pass",
-			o: Observed{Deployment: d, Services: []corev1.Service{
+			o: observed{Deployment: d, Services: []corev1.Service{
 				service("web", map[string]string{"app": "web"}), service("web-admin", map[string]string{"app": "web"}),
 				service("web-canary-only", map[string]string{rollout.LabelTrack: rollout.TrackCanary}),
 			}, State: holding(state(rollout.Progressing, 0), time.Minute), Canary: canary(d, 1, 1)},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, int32(1), p.State.Step)
 			},
 		},
 		{
 			name: "a hand-deleted canary is re-created, with an Event",
-			o:    Observed{Deployment: d, State: holding(state(rollout.Progressing, 1), 30*time.Second)},
-			check: func(t *testing.T, p Plan) {
+			o:    observed{Deployment: d, State: holding(state(rollout.Progressing, 1), 30*time.Second)},
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, ptr.To[int32](1), p.CanaryReplicas)
 				assert.Equal(t, ago(0), p.State.StalledSince)
 				assert.Equal(t, []string{"Warning CanaryRecreated: canary web-canary was deleted; re-creating it with 1 pods: the time without it does not count toward the hold"}, events(p))
@@ -690,14 +690,14 @@ func TestPlanJudgesOnlyWhatServes(t *testing.T) {
 		},
 		{
 			name: "a canary deleted in the foreground (its pods go first) is re-created once gone, with an Event",
-			o: Observed{Deployment: d, CanaryDeleting: true, State: func() *rollout.State {
+			o: observed{Deployment: d, CanaryDeleting: true, State: func() *rollout.State {
 				s := holding(state(rollout.Progressing, 1), 30*time.Second)
 				s.NotReadySince = ago(2 * time.Second) // its pods were terminating
 				s.StalledSince = ago(2 * time.Second)
 				s.Message = "waiting for 1 canary pods to be Ready"
 				return s
 			}()},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, ago(2*time.Second), p.State.StalledSince, "the hold clock stopped when the pods went")
 				assert.Equal(t, ago(2*time.Second), p.State.NotReadySince)
 				assert.Equal(t, []string{"Warning CanaryRecreated: canary web-canary was deleted; re-creating it with 1 pods: the time without it does not count toward the hold"}, events(p))
@@ -705,33 +705,33 @@ func TestPlanJudgesOnlyWhatServes(t *testing.T) {
 		},
 		{
 			name: "pods of an earlier attempt are neither failures nor readiness of this one",
-			o: Observed{Deployment: d, State: state(rollout.Progressing, 0), Canary: canary(d, 1, 1), CanaryPods: append(canaryPods("1", 1, 1),
+			o: observed{Deployment: d, State: state(rollout.Progressing, 0), Canary: canary(d, 1, 1), CanaryPods: append(canaryPods("1", 1, 1),
 				corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web-canary-old-1", Labels: map[string]string{rollout.LabelAttempt: "0"}}, Status: corev1.PodStatus{Phase: corev1.PodFailed}})},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				assert.Equal(t, rollout.Progressing, p.State.Phase)
 				assert.NotNil(t, p.State.HoldingSince)
 			},
 		},
 		{
 			name: "the canary of an earlier attempt's template is not Ready for this one",
-			o: Observed{Deployment: d, State: func() *rollout.State {
+			o: observed{Deployment: d, State: func() *rollout.State {
 				s := state(rollout.Progressing, 0)
 				s.Attempt = 2
 				return s
 			}(), Canary: canary(d, 1, 1), CanaryPods: canaryPods("1", 1, 1)},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				assert.Nil(t, p.State.HoldingSince)
 				assert.Equal(t, ago(0), p.State.NotReadySince)
 			},
 		},
 		{
 			name: "the step's history shows the pod counts after a scale",
-			o: Observed{Deployment: web(20), State: func() *rollout.State {
+			o: observed{Deployment: web(20), State: func() *rollout.State {
 				s := holding(state(rollout.Progressing, 1), 10*time.Second)
 				s.History[0].Canary, s.History[0].Stable, s.History[0].Effective = 1, 4, 20
 				return s
 			}(), Canary: canary(web(20), 7, 7)},
-			check: func(t *testing.T, p Plan) {
+			check: func(t *testing.T, p planned) {
 				r := p.State.History[0]
 				assert.Equal(t, []any{int32(7), int32(20), "25.9"}, []any{r.Canary, r.Stable, fmt.Sprintf("%.1f", r.Effective)})
 			},
@@ -761,7 +761,7 @@ func TestPlanWritesStateOnTransitionsOnly(t *testing.T) {
 	ev := rollout.Evidence{Attempt: 1, Result: policy.Pass}
 	for i := range 10 {
 		at := now.Add(time.Duration(i) * 10 * time.Second)
-		o := withPods(Observed{Now: at, Deployment: d, State: s, Canary: canary(d, 1, 1), Evidence: ev,
+		o := withPods(observed{Now: at, Deployment: d, State: s, Canary: canary(d, 1, 1), Evidence: ev,
 			Evaluation: &policy.Evaluation{At: at, Results: []policy.CheckResult{result("error-rate", policy.Pass, 0.001*float64(i))}}})
 		p := plan(o)
 		got, err := p.State.Encode()

@@ -219,8 +219,8 @@ func (r *Reconciler) ignoreCommand(ctx context.Context, d *appsv1.Deployment) er
 }
 
 // observe reads what plan needs.
-func (r *Reconciler) observe(ctx context.Context, d *appsv1.Deployment, s *rollout.State) (Observed, error) {
-	o := Observed{
+func (r *Reconciler) observe(ctx context.Context, d *appsv1.Deployment, s *rollout.State) (observed, error) {
+	o := observed{
 		Now:        r.Clock.Now(),
 		Deployment: d,
 		State:      s,
@@ -354,7 +354,7 @@ func (r *Reconciler) replicaSets(ctx context.Context, ns string, selector *metav
 // apply carries out a plan: canary first (a rollback cuts traffic before
 // anything else), then the stable Deployment in one optimistic-concurrency
 // update, then the canary's removal, then Events and metrics.
-func (r *Reconciler) apply(ctx context.Context, o Observed, p Plan) error {
+func (r *Reconciler) apply(ctx context.Context, o observed, p planned) error {
 	d := o.Deployment
 	if p.CanaryReplicas != nil && !o.CanaryDeleting {
 		if err := r.ensureCanary(ctx, d, o.Canary, o.State.Attempt, *p.CanaryReplicas, p.Evidence); err != nil {
@@ -437,7 +437,7 @@ func equalCanary(a, b *appsv1.Deployment) bool {
 // updateStable writes the stable Deployment's part of a plan, with the
 // resourceVersion it was read at: a concurrent change makes it fail with a
 // conflict and the reconcile starts over from a fresh read.
-func (r *Reconciler) updateStable(ctx context.Context, d *appsv1.Deployment, p Plan) error {
+func (r *Reconciler) updateStable(ctx context.Context, d *appsv1.Deployment, p planned) error {
 	u := d.DeepCopy()
 	if u.Annotations == nil {
 		u.Annotations = map[string]string{}
