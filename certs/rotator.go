@@ -148,22 +148,8 @@ func (r *Rotator) Start(ctx context.Context) error {
 	log := logf.FromContext(ctx).WithName("certs")
 	ctx = logf.IntoContext(ctx, log)
 	log.Info("Starting certificate rotation", "secret", r.secretKey().String(), "certDir", r.opts.CertDir, "interval", r.opts.Interval)
-	for {
-		wait := r.opts.Interval
-		complete, err := r.pass(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil {
-			log.Error(err, "Certificate pass failed", "retryIn", r.retryInterval())
-		}
-		if err != nil || !complete {
-			wait = r.retryInterval()
-		}
-		if !r.sleep(ctx, wait) {
-			return nil
-		}
-	}
+	runPasses(ctx, r.clock, r.opts.Interval, log, "Certificate pass failed", r.pass)
+	return nil
 }
 
 // Rotate runs one pass. main calls it before the manager starts, because
@@ -251,21 +237,5 @@ func (r *Rotator) policy(now time.Time) policy {
 		settle:          r.opts.Interval,
 		dnsNames:        r.dnsNames,
 		ips:             r.opts.IPs,
-	}
-}
-
-func (r *Rotator) retryInterval() time.Duration {
-	return min(r.opts.Interval, retryInterval)
-}
-
-// sleep waits d on the injected clock and reports false if ctx ended first.
-func (r *Rotator) sleep(ctx context.Context, d time.Duration) bool {
-	t := r.clock.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C():
-		return true
 	}
 }

@@ -435,13 +435,7 @@ func TestStartRunsAPassAtOnceAndEveryInterval(t *testing.T) {
 	}, 10*time.Second, 10*time.Millisecond, "a pass after the interval renews the serving certificate")
 	assert.Equal(t, t0.Add(60*day), IssuedAt(servedCert(t, dir)))
 
-	cancel()
-	select {
-	case err := <-done:
-		assert.NoError(t, err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("Start did not return after its context was cancelled")
-	}
+	stops(t, cancel, done)
 }
 
 func TestNewRefusesOptionsThatCannotWork(t *testing.T) {
@@ -470,4 +464,16 @@ func TestNewRefusesOptionsThatCannotWork(t *testing.T) {
 	assert.Equal(t, DefaultServingLifetime, r.opts.ServingLifetime)
 	assert.Equal(t, DefaultInterval, r.opts.Interval)
 	assert.Equal(t, append(ServiceDNSNames("fledge-webhook", testNamespace), "localhost"), r.dnsNames)
+}
+
+// stops cancels a Start and requires it to return nil soon.
+func stops(t *testing.T, cancel context.CancelFunc, done <-chan error) {
+	t.Helper()
+	cancel()
+	select {
+	case err := <-done:
+		assert.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Start did not return after its context was cancelled")
+	}
 }

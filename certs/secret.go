@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -23,15 +22,7 @@ const (
 
 // loadSecret reads the Secret; nil without error means it does not exist.
 func (r *Rotator) loadSecret(ctx context.Context) (*corev1.Secret, error) {
-	var s corev1.Secret
-	err := r.client.Get(ctx, r.secretKey(), &s)
-	if apierrors.IsNotFound(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("certs: read secret %s: %w", r.secretKey(), err)
-	}
-	return &s, nil
+	return readSecret(ctx, r.client, r.secretKey(), "secret")
 }
 
 // storeSecret creates the Secret, or updates it from existing with the

@@ -137,20 +137,10 @@ func (k *StateKeys) Start(ctx context.Context) error {
 	log := logf.FromContext(ctx).WithName("state-keys")
 	ctx = logf.IntoContext(ctx, log)
 	log.Info("Starting state key rotation", "secret", k.secretKey().String(), "lifetime", k.opts.Lifetime, "interval", k.opts.Interval)
-	for {
-		wait := k.opts.Interval
-		err := k.pass(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil {
-			wait = min(k.opts.Interval, retryInterval)
-			log.Error(err, "State key pass failed", "retryIn", wait)
-		}
-		if !k.sleep(ctx, wait) {
-			return nil
-		}
-	}
+	runPasses(ctx, k.clock, k.opts.Interval, log, "State key pass failed", func(ctx context.Context) (bool, error) {
+		return true, k.pass(ctx)
+	})
+	return nil
 }
 
 // Load runs one pass. main calls it before the manager starts, so that the
@@ -259,15 +249,7 @@ func (k *StateKeys) policy(now time.Time) keyPolicy {
 
 // loadSecret reads the Secret; nil without error means it does not exist.
 func (k *StateKeys) loadSecret(ctx context.Context) (*corev1.Secret, error) {
-	var s corev1.Secret
-	err := k.client.Get(ctx, k.secretKey(), &s)
-	if apierrors.IsNotFound(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("certs: read state key secret %s: %w", k.secretKey(), err)
-	}
-	return &s, nil
+	return readSecret(ctx, k.client, k.secretKey(), "state key secret")
 }
 
 // storeSecret creates the Secret, or updates it from existing with the
@@ -315,18 +297,6 @@ func (k *StateKeys) storeSecret(ctx context.Context, existing *corev1.Secret, d 
 
 func (k *StateKeys) secretKey() client.ObjectKey {
 	return client.ObjectKey{Namespace: k.opts.Namespace, Name: k.opts.SecretName}
-}
-
-// sleep waits d on the injected clock and reports false if ctx ended first.
-func (k *StateKeys) sleep(ctx context.Context, d time.Duration) bool {
-	t := k.clock.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C():
-		return true
-	}
 }
 
 // isKeyEntry reports whether a data entry of the Secret is fledge's.

@@ -612,13 +612,7 @@ func TestStartRetriesAFailedPassAfterThirtySeconds(t *testing.T) {
 	id, _ := k.SigningKey()
 	assert.Equal(t, idAt(retryInterval), id)
 
-	cancel()
-	select {
-	case err := <-done:
-		assert.NoError(t, err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("Start did not return after its context was cancelled")
-	}
+	stops(t, cancel, done)
 }
 
 func TestNewStateKeysRefusesOptionsThatCannotWork(t *testing.T) {
