@@ -77,6 +77,8 @@ func (e *RejectedError) Error() string {
 	return fmt.Sprintf("annotation %s of %s was not written by fledge for it: %s", e.Annotation, e.Object, e.Why)
 }
 
+const noSeal = "it has no seal"
+
 // ErrNoKey means no signing key is loaded yet: fledge cannot seal, and so
 // must not write a state.
 var ErrNoKey = errors.New("fledge's state key is not loaded yet")
@@ -103,7 +105,7 @@ func seal(keys Keys, annotation string, uid types.UID, body []byte) (string, err
 // member is s.
 func open(keys Keys, annotation string, uid types.UID, raw, s string) string {
 	if s == "" {
-		return "it has no seal"
+		return noSeal
 	}
 	id, sum, ok := strings.Cut(s, ":")
 	body, found := strings.CutSuffix(raw, sealMember+quote(s)+"}")
@@ -111,11 +113,8 @@ func open(keys Keys, annotation string, uid types.UID, raw, s string) string {
 		return "its seal is malformed"
 	}
 	body = strings.TrimSuffix(body, ",") + "}"
-	var secret []byte
-	if keys != nil {
-		secret, ok = keys.Key(id)
-	}
-	if !ok || keys == nil {
+	secret, ok := keys.Key(id)
+	if !ok {
 		return fmt.Sprintf("it is sealed with key %s, which fledge does not hold (rotated out long ago, or another installation's)", id)
 	}
 	if !hmac.Equal([]byte(sum), []byte(mac(secret, annotation, uid, []byte(body)))) {
@@ -154,6 +153,9 @@ func SealState(s *State, keys Keys, uid types.UID) (string, error) {
 // for d; nil when none runs. A state that is not fledge's is a
 // *RejectedError.
 func OpenState(d *appsv1.Deployment, keys Keys) (*State, error) {
+	if keys == nil {
+		keys = StaticKeys{}
+	}
 	return openAnnotation[State](d, AnnotationState, keys, func(s *State) string { return s.Seal })
 }
 
@@ -171,9 +173,27 @@ func SealEvidence(e *Evidence, keys Keys, uid types.UID) (string, error) {
 // OpenEvidence reads the evidence of a canary Deployment and checks that
 // fledge wrote it for this canary; nil when there is none.
 func OpenEvidence(canary *appsv1.Deployment, keys Keys) (*Evidence, error) {
+	if keys == nil {
+		keys = StaticKeys{}
+	}
 	return openAnnotation[Evidence](canary, AnnotationEvidence, keys, func(e *Evidence) string { return e.Seal })
 }
 
+// ReadState reads the rollout state of d as far as a reader without
+// fledge's key (the plugin) can tell it is fledge's: it parses and carries
+// a seal. Only OpenState verifies the seal, which the router does before it
+// acts; a *RejectedError here says, in the same words, why it is not.
+func ReadState(d *appsv1.Deployment) (*State, error) {
+	return openAnnotation[State](d, AnnotationState, nil, func(s *State) string { return s.Seal })
+}
+
+// ReadEvidence reads the canary's evidence as ReadState reads a state.
+func ReadEvidence(canary *appsv1.Deployment) (*Evidence, error) {
+	return openAnnotation[Evidence](canary, AnnotationEvidence, nil, func(e *Evidence) string { return e.Seal })
+}
+
+// openAnnotation parses annotation key of d and checks its seal with keys;
+// with no keys it only checks that there is a seal.
 func openAnnotation[T any](d *appsv1.Deployment, key string, keys Keys, sealOf func(*T) string) (*T, error) {
 	raw := d.Annotations[key]
 	if raw == "" {
@@ -185,6 +205,12 @@ func openAnnotation[T any](d *appsv1.Deployment, key string, keys Keys, sealOf f
 	var v T
 	if err := json.Unmarshal([]byte(raw), &v); err != nil {
 		return nil, reject(fmt.Sprintf("it does not parse: %v", err))
+	}
+	switch {
+	case keys == nil && sealOf(&v) == "":
+		return nil, reject(noSeal)
+	case keys == nil:
+		return &v, nil
 	}
 	if why := open(keys, key, d.UID, raw, sealOf(&v)); why != "" {
 		return nil, reject(why)

@@ -181,3 +181,22 @@ func TestSealOfAnEmptyObject(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(raw), &v))
 	assert.Empty(t, open(keyA, "k", "u", raw, v.Seal))
 }
+
+func TestReadStateChecksWhatAReaderWithoutTheKeyCan(t *testing.T) {
+	d := sealedDeployment(t, keyA, "uid-1", sampleState())
+	s, err := ReadState(d)
+	require.NoError(t, err)
+	assert.Equal(t, Progressing, s.Phase)
+
+	d.Annotations[AnnotationState] = `{"phase":"Promoting"}`
+	_, err = ReadState(d)
+	assert.EqualError(t, err, "annotation fledge.dev/rollout of shop/web was not written by fledge for it: it has no seal")
+	d.Annotations[AnnotationState] = `{"phase":`
+	_, err = ReadState(d)
+	assert.EqualError(t, err, "annotation fledge.dev/rollout of shop/web was not written by fledge for it: it does not parse: unexpected end of JSON input")
+
+	// OpenState with no keys accepts nothing.
+	d = sealedDeployment(t, keyA, "uid-1", sampleState())
+	_, err = OpenState(d, nil)
+	assert.ErrorContains(t, err, "which fledge does not hold")
+}

@@ -75,31 +75,24 @@ func newStatusView(stable, canary *appsv1.Deployment, now time.Time) statusView 
 	return v
 }
 
-// readState reads the rollout state of d as far as a tool without fledge's
-// key can tell it is fledge's: it parses and carries a seal. Otherwise the
-// state is nil and why says what is wrong with it; the router, which
-// verifies the seal, drops such a state.
+// readState reads the rollout state of d as far as a tool without
+// fledge's key can tell it is fledge's (rollout.ReadState); otherwise the
+// state is nil and why says what is wrong with it.
 func readState(d *appsv1.Deployment) (s *rollout.State, why string) {
-	s, err := rollout.ParseState(d)
-	switch {
-	case err != nil:
-		return nil, "it does not parse: " + cause(err)
-	case s != nil && s.Seal == "":
-		return nil, "it has no seal"
+	s, err := rollout.ReadState(d)
+	if rejected, ok := errors.AsType[*rollout.RejectedError](err); ok {
+		return nil, rejected.Why
 	}
 	return s, ""
 }
 
 // readEvidence reads the canary's evidence; none when there is no canary,
-// or when the annotation does not parse or has no seal.
+// or when the annotation is not fledge's.
 func readEvidence(canary *appsv1.Deployment) *rollout.Evidence {
 	if canary == nil {
 		return nil
 	}
-	ev, err := rollout.ParseEvidence(canary)
-	if err != nil || ev == nil || ev.Seal == "" {
-		return nil
-	}
+	ev, _ := rollout.ReadEvidence(canary)
 	return ev
 }
 
