@@ -228,11 +228,11 @@ func BenchmarkParseState(b *testing.B) {
 	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", UID: "uid-1", Annotations: map[string]string{}}}
 	b.ReportAllocs()
 	for b.Loop() {
-		raw, err := s.Encode()
+		raw, err := json.Marshal(s)
 		if err != nil {
 			b.Fatal(err)
 		}
-		d.Annotations[AnnotationState] = raw
+		d.Annotations[AnnotationState] = string(raw)
 		if _, err := ParseState(d); err != nil {
 			b.Fatal(err)
 		}

@@ -144,13 +144,7 @@ type Evidence struct {
 	Seal string `json:"seal,omitempty"`
 }
 
-// ParseEvidence reads the evidence of a canary Deployment; nil when none.
-func ParseEvidence(canary *appsv1.Deployment) (*Evidence, error) {
-	return decode[Evidence](canary, AnnotationEvidence, "rollout evidence")
-}
 
-// Encode renders the evidence for AnnotationEvidence.
-func (e *Evidence) Encode() (string, error) { return encode(e, "rollout evidence") }
 
 // For returns the evidence of s's current attempt: its counters, and its
 // checks and time only when they are of the current step. Evidence of
@@ -234,7 +228,9 @@ func ParseOutcome(d *appsv1.Deployment) (*Outcome, error) {
 	return decode[Outcome](d, AnnotationLast, "rollout outcome")
 }
 
-// ParseState reads the rollout state of a Deployment; nil when none runs.
+// ParseState reads the rollout state of a Deployment, without any check of
+// its seal; nil when none runs. Tests look with it; what acts on a state
+// opens it (OpenState), and what shows one reads it (ReadState).
 func ParseState(d *appsv1.Deployment) (*State, error) {
 	return decode[State](d, AnnotationState, "rollout state")
 }
@@ -252,8 +248,6 @@ func decode[T any](d *appsv1.Deployment, key, what string) (*T, error) {
 	return &v, nil
 }
 
-// Encode renders the state for AnnotationState.
-func (s *State) Encode() (string, error) { return encode(s, "rollout state") }
 
 // Encode renders the outcome for AnnotationLast.
 func (o *Outcome) Encode() (string, error) { return encode(o, "rollout outcome") }

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -538,10 +539,10 @@ func TestPlan(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			o := withPods(tt.o)
 			o.Now = now
-			before, err := o.State.Encode()
+			before, err := json.Marshal(o.State)
 			require.NoError(t, err)
 			tt.check(t, plan(o))
-			after, err := o.State.Encode()
+			after, err := json.Marshal(o.State)
 			require.NoError(t, err)
 			assert.Equal(t, before, after, "plan must not change what it observed")
 		})
@@ -756,7 +757,7 @@ func TestPlanWritesStateOnTransitionsOnly(t *testing.T) {
 	s.Message = "checks pass; holding 10m0s"
 	s.PassedSince = ago(5 * time.Second)
 	s.History[0].Canary, s.History[0].Stable, s.History[0].Effective = 1, 4, 20
-	want, err := s.Encode()
+	want, err := json.Marshal(s)
 	require.NoError(t, err)
 	ev := rollout.Evidence{Attempt: 1, Result: policy.Pass}
 	for i := range 10 {
@@ -764,7 +765,7 @@ func TestPlanWritesStateOnTransitionsOnly(t *testing.T) {
 		o := withPods(observed{Now: at, Deployment: d, State: s, Canary: canary(d, 1, 1), Evidence: ev,
 			Evaluation: &policy.Evaluation{At: at, Results: []policy.CheckResult{result("error-rate", policy.Pass, 0.001*float64(i))}}})
 		p := plan(o)
-		got, err := p.State.Encode()
+		got, err := json.Marshal(p.State)
 		require.NoError(t, err)
 		assert.Equal(t, want, got, "evaluation %d changed the state", i+1)
 		require.NotNil(t, p.Evidence)

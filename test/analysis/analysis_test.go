@@ -280,7 +280,7 @@ func TestRetryIsJudgedOnItsOwnPods(t *testing.T) {
 		require.Equal(t, rollout.Progressing, st.Phase)
 		c, err := theLab.Client.AppsV1().Deployments(s.ns).Get(t.Context(), "web-canary", metav1.GetOptions{})
 		require.NoError(t, err)
-		ev, err := rollout.ParseEvidence(c)
+		ev, err := rollout.ReadEvidence(c)
 		require.NoError(t, err)
 		if ev != nil && ev.Attempt == 2 {
 			for _, r := range ev.Checks {
