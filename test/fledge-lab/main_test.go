@@ -69,7 +69,7 @@ func TestUpServesKubectlAndCtrlCLeavesNothing(t *testing.T) {
 	webhooks.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 	out, err = webhooks.CombinedOutput()
 	require.NoError(t, err, string(out))
-	assert.Equal(t, "deployments.fledge.dev", string(out))
+	assert.Equal(t, "deployments.fledge.dev deployment-creates.fledge.dev deployment-status.fledge.dev", string(out))
 
 	kubectl := exec.Command("kubectl", "get", "nodes", "--no-headers", "-o", "custom-columns=NAME:.metadata.name,READY:.status.conditions[?(@.type=='Ready')].status")
 	kubectl.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
