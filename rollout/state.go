@@ -144,8 +144,6 @@ type Evidence struct {
 	Seal string `json:"seal,omitempty"`
 }
 
-
-
 // For returns the evidence of s's current attempt: its counters, and its
 // checks and time only when they are of the current step. Evidence of
 // another attempt, or none, is the zero Evidence of s.
@@ -247,7 +245,6 @@ func decode[T any](d *appsv1.Deployment, key, what string) (*T, error) {
 	}
 	return &v, nil
 }
-
 
 // Encode renders the outcome for AnnotationLast.
 func (o *Outcome) Encode() (string, error) { return encode(o, "rollout outcome") }
