@@ -28,6 +28,8 @@ func runningRollout(t *testing.T, name string) string {
 	_, stderr, err := kubectl(t, app(ns, "v2", 4), "apply", "-f", "-")
 	require.NoError(t, err, stderr)
 	waitCanaryAt(t, ns, 1)
+	// Holding: the state changes no more until the hold ends.
+	waitState(t, ns, "holding step 1", func(s *rollout.State) bool { return s.HoldingSince != nil })
 	return ns
 }
 
