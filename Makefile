@@ -23,7 +23,7 @@ build: ## build fledge's programs into bin/
 	$(GO) build -o $(BIN)/ $(PROGRAMS)
 
 .PHONY: tools
-tools: ## build the lab's programs from source (first time: about 25 minutes)
+tools: ## build the lab's programs from source (first time: about 25 minutes); nft and iptables for the data plane
 	@bash test/tools/build.sh
 
 .PHONY: test

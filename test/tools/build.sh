@@ -40,7 +40,7 @@ dir() { echo "$cache/$1-$2-$platform"; }
 
 missing=()
 for spec in "kube-apiserver $KUBE_VERSION" "kube-controller-manager $KUBE_VERSION" "kube-scheduler $KUBE_VERSION" \
-	"etcd $ETCD_VERSION" "kwok $KWOK_VERSION" "prometheus $PROMETHEUS_VERSION" "gotestsum $GOTESTSUM_VERSION"; do
+	"kube-proxy $KUBE_VERSION" "etcd $ETCD_VERSION" "kwok $KWOK_VERSION" "prometheus $PROMETHEUS_VERSION" "gotestsum $GOTESTSUM_VERSION"; do
 	set -- $spec
 	[ -x "$(dir "$1" "$2")/$1" ] || missing+=("$1")
 done
@@ -116,6 +116,12 @@ ln -sfn "$(dir kwok "$KWOK_VERSION")/stages" "$bin/kwok-stages"
 build kube-apiserver "$KUBE_VERSION" build_kube kube-apiserver
 build kube-controller-manager "$KUBE_VERSION" build_kube kube-controller-manager
 build kube-scheduler "$KUBE_VERSION" build_kube kube-scheduler
+# kube-proxy is the lab's real data plane, run in a network namespace.
+build kube-proxy "$KUBE_VERSION" build_kube kube-proxy
 build prometheus "$PROMETHEUS_VERSION" build_prometheus
 
 echo "fledge: lab programs ready in $bin"
+
+# The data plane also needs nft, iptables, ip and root: installed on Debian as
+# root, else said in one line (the unit tests need none of it).
+bash "$here/dataplane.sh"
