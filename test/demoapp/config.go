@@ -4,17 +4,18 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"strconv"
 	"time"
 )
 
 // config is what the environment asks of the app.
 type config struct {
-	port      string
-	version   string
-	errorRate float64       // share of GET / answered 500, in [0, 1]
-	latency   time.Duration // added to every GET /
-	failAfter time.Duration // uptime before errorRate applies
+	host, port string
+	version    string
+	errorRate  float64       // share of GET / answered 500, in [0, 1]
+	latency    time.Duration // added to every GET /
+	failAfter  time.Duration // uptime before errorRate applies
 }
 
 // parseConfig reads the app's environment through getenv (os.Getenv in
@@ -28,12 +29,19 @@ func parseConfig(getenv func(string) string) (config, error) {
 	}
 	port := getenv("PORT")
 	if port == "" {
-		return config{}, errors.New("PORT is not set: the port on 127.0.0.1 to listen on")
+		return config{}, errors.New("PORT is not set: the port to listen on")
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 		return config{}, fmt.Errorf("PORT=%q: want a port number from 1 to 65535", port)
 	}
 	cfg.port = port
+	cfg.host = getenv("HOST")
+	if cfg.host == "" {
+		cfg.host = "127.0.0.1"
+	}
+	if net.ParseIP(cfg.host) == nil {
+		return config{}, fmt.Errorf("HOST=%q: want an IP address to listen on, such as the pod's 198.18.0.5", cfg.host)
+	}
 
 	var err error
 	if cfg.latency, err = duration(getenv, "LATENCY"); err != nil {

@@ -8,7 +8,9 @@
 // only, so scrapes do not dilute the error rate). Its behaviour comes from the
 // environment, as a container's would:
 //
-//	PORT        port on 127.0.0.1 to listen on (required)
+//	PORT        port to listen on (required)
+//	HOST        address to listen on (default 127.0.0.1; the lab's node
+//	            network passes the pod's IP)
 //	VERSION     what GET / reports (the runner passes the image tag)
 //	ERROR_RATE  share of GET / answered 500, from 0 to 1, chosen at random (default 0)
 //	LATENCY     Go duration added to every GET / (default 0)
@@ -47,10 +49,10 @@ func main() {
 	}
 }
 
-// serve answers on 127.0.0.1:cfg.port until ctx ends, then lets requests in
+// serve answers on cfg.host:cfg.port until ctx ends, then lets requests in
 // flight finish (a pod's container gets SIGTERM and a grace period too).
 func serve(ctx context.Context, cfg config) error {
-	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", cfg.port))
+	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.host, cfg.port))
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}

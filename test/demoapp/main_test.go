@@ -41,29 +41,35 @@ func TestParseConfig(t *testing.T) {
 		{
 			name: "port alone serves without errors or delay",
 			env:  map[string]string{"PORT": "8080"},
-			want: config{port: "8080", version: "unknown"},
+			want: config{host: "127.0.0.1", port: "8080", version: "unknown"},
 		},
 		{
 			name: "every setting",
 			env:  map[string]string{"PORT": "1", "VERSION": "v2", "ERROR_RATE": "0.25", "LATENCY": "50ms", "FAIL_AFTER": "1m"},
-			want: config{port: "1", version: "v2", errorRate: 0.25, latency: 50 * time.Millisecond, failAfter: time.Minute},
+			want: config{host: "127.0.0.1", port: "1", version: "v2", errorRate: 0.25, latency: 50 * time.Millisecond, failAfter: time.Minute},
 		},
 		{
 			name: "FAIL_AFTER without ERROR_RATE fails every request after it",
 			env:  map[string]string{"PORT": "8080", "FAIL_AFTER": "30s"},
-			want: config{port: "8080", version: "unknown", errorRate: 1, failAfter: 30 * time.Second},
+			want: config{host: "127.0.0.1", port: "8080", version: "unknown", errorRate: 1, failAfter: 30 * time.Second},
 		},
 		{
 			name: "FAIL_AFTER with ERROR_RATE 0 never fails",
 			env:  map[string]string{"PORT": "8080", "FAIL_AFTER": "30s", "ERROR_RATE": "0"},
-			want: config{port: "8080", version: "unknown", failAfter: 30 * time.Second},
+			want: config{host: "127.0.0.1", port: "8080", version: "unknown", failAfter: 30 * time.Second},
 		},
 		{
 			name: "empty values count as unset",
 			env:  map[string]string{"PORT": "8080", "ERROR_RATE": "", "LATENCY": "", "FAIL_AFTER": ""},
-			want: config{port: "8080", version: "unknown"},
+			want: config{host: "127.0.0.1", port: "8080", version: "unknown"},
 		},
-		{name: "missing port", env: map[string]string{}, err: "PORT is not set: the port on 127.0.0.1 to listen on"},
+		{
+			name: "a pod's address to listen on",
+			env:  map[string]string{"PORT": "8080", "HOST": "198.18.0.5"},
+			want: config{host: "198.18.0.5", port: "8080", version: "unknown"},
+		},
+		{name: "host not an address", env: map[string]string{"PORT": "8080", "HOST": "web-1"}, err: `HOST="web-1": want an IP address to listen on, such as the pod's 198.18.0.5`},
+		{name: "missing port", env: map[string]string{}, err: "PORT is not set: the port to listen on"},
 		{name: "port not a number", env: map[string]string{"PORT": "http"}, err: `PORT="http": want a port number from 1 to 65535`},
 		{name: "port out of range", env: map[string]string{"PORT": "70000"}, err: `PORT="70000": want a port number from 1 to 65535`},
 		{name: "error rate above 1", env: map[string]string{"PORT": "1", "ERROR_RATE": "5"}, err: `ERROR_RATE="5": want a share from 0 to 1, such as 0.05`},
@@ -197,7 +203,7 @@ func TestServeListensOnLoopbackUntilCancelled(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, config{port: strconv.Itoa(port), version: "v7"}) }()
+	go func() { done <- serve(ctx, config{host: "127.0.0.1", port: strconv.Itoa(port), version: "v7"}) }()
 
 	url := "http://127.0.0.1:" + strconv.Itoa(port) + "/"
 	var body string

@@ -45,6 +45,15 @@ type Options struct {
 	// Prometheus starts the lab's Prometheus, scraping the demo pods (see
 	// Lab.StartPrometheus and Lab.PrometheusURL).
 	Prometheus bool
+	// NodeNetwork runs the lab's data plane for real (LAB.md, "The real
+	// data plane"): a network namespace with kube-proxy in it, pods on
+	// their own addresses there, Services on ClusterIPs that kube-proxy
+	// routes. It needs Linux, root, ip and nft (ProxyMode iptables:
+	// iptables).
+	NodeNetwork bool
+	// ProxyMode is kube-proxy's mode: "nftables" (the default) or
+	// "iptables".
+	ProxyMode string
 }
 
 // User is an identity of the lab's apiserver.
@@ -75,14 +84,18 @@ type Lab struct {
 	bins  string      // the lab's programs
 	pods  *podRunner  // with Options.DemoApp
 	prom  *promServer // once StartPrometheus ran
+	net   *nodeNet    // with Options.NodeNetwork
 }
 
 // NodeAnnotation marks the Node objects kwok manages.
 const NodeAnnotation = "kwok.x-k8s.io/node"
 
 const (
-	podCIDR = "198.18.0.0/16" // pod addresses: reserved for benchmarking, never contacted
-	nodeIP  = "198.19.0.1"    // the fake nodes' address, outside the pod range
+	podCIDR = "198.18.0.0/16" // pod addresses: reserved for benchmarking
+	// serviceCIDR holds the ClusterIPs of a lab without a node network,
+	// which nothing routes: the other half of the benchmarking block.
+	serviceCIDR = "198.19.0.0/16"
+	nodeIP      = "198.19.255.254" // the fake nodes' address, outside the pod range
 )
 
 // Start starts a lab and waits until the apiserver is ready and every node is
@@ -134,6 +147,13 @@ func (l *Lab) start(ctx context.Context, bins string, opts Options) error {
 		return err
 	}
 	etcdPort, peerPort, apiPort := ports[0], ports[1], ports[2]
+	pods, services, node := podCIDR, serviceCIDR, nodeIP
+	if opts.NodeNetwork {
+		if l.net, err = createNodeNet(ctx); err != nil {
+			return err
+		}
+		pods, services, node = l.net.Pods.String(), l.net.Services.String(), l.net.NodeIP.String()
+	}
 
 	ids := map[string]identity{}
 	users := []User{
@@ -142,6 +162,8 @@ func (l *Lab) start(ctx context.Context, bins string, opts Options) error {
 		{Name: "system:kube-scheduler", Groups: []string{"system:masters"}},
 		{Name: "kwok", Groups: []string{"system:masters"}},
 		{Name: FledgeUser, Groups: []string{"system:masters"}},
+		// Bound to the system:node-proxier role by the apiserver's own RBAC.
+		{Name: "system:kube-proxy"},
 	}
 	var all []identity
 	for _, u := range append(users, opts.Users...) {
@@ -187,7 +209,7 @@ func (l *Lab) start(ctx context.Context, bins string, opts Options) error {
 		"--service-account-issuer=https://kubernetes.default.svc",
 		"--service-account-key-file="+pki.saKey,
 		"--service-account-signing-key-file="+pki.saKey,
-		"--service-cluster-ip-range=10.96.0.0/16", // allocated, never contacted
+		"--service-cluster-ip-range="+services,
 		"--authorization-mode=Node,RBAC",
 		"--token-auth-file="+pki.tokenFile,
 		// The apiserver would publish its own address as the endpoint of the
@@ -267,8 +289,8 @@ func (l *Lab) start(ctx context.Context, bins string, opts Options) error {
 		"--kubeconfig=" + kwokKubeconfig,
 		"--manage-all-nodes=false",
 		"--manage-nodes-with-annotation-selector=" + NodeAnnotation + "=fake",
-		"--cidr=" + podCIDR,
-		"--node-ip=" + nodeIP,
+		"--cidr=" + pods,
+		"--node-ip=" + node,
 		// The heartbeat stage leaves liveness to node Leases: without kwok
 		// renewing them, the node lifecycle controller marks every node
 		// NotReady (and every pod not Ready) about 50s after it started.
@@ -284,7 +306,48 @@ func (l *Lab) start(ctx context.Context, bins string, opts Options) error {
 	if err := l.run("kwok", bins, kwokArgs...); err != nil {
 		return err
 	}
-	return l.createNodes(ctx, opts.Nodes)
+	if err := l.createNodes(ctx, opts.Nodes); err != nil {
+		return err
+	}
+	if l.net != nil {
+		return l.startKubeProxy(ctx, bins, opts.ProxyMode, "127.0.0.1:"+strconv.Itoa(apiPort))
+	}
+	return nil
+}
+
+// startKubeProxy runs kube-proxy in the node network, reaching the
+// apiserver at api on the host through a forwarder on the veth pair, and
+// waits until it has programmed the Services.
+func (l *Lab) startKubeProxy(ctx context.Context, bins, mode, api string) error {
+	if mode == "" {
+		mode = "nftables"
+	}
+	if mode != "nftables" && mode != "iptables" {
+		return fmt.Errorf("lab: proxy mode %q: want nftables or iptables", mode)
+	}
+	forwarder, err := l.net.ForwardTo(api)
+	if err != nil {
+		return err
+	}
+	kubeconfig, err := l.writeKubeconfigAt("system:kube-proxy", "https://"+forwarder, "127.0.0.1")
+	if err != nil {
+		return err
+	}
+	healthz := net.JoinHostPort(l.net.NodeIP.String(), "10256")
+	p, err := startProcess("kube-proxy", "ip", l.Dir, "netns", "exec", l.net.Namespace, filepath.Join(bins, "kube-proxy"),
+		"--kubeconfig="+kubeconfig,
+		"--proxy-mode="+mode,
+		"--hostname-override="+l.Nodes[0],
+		"--cluster-cidr="+l.net.Pods.String(),
+		"--conntrack-max-per-core=0",
+		"--metrics-bind-address="+net.JoinHostPort(l.net.NodeIP.String(), "10249"),
+		"--healthz-bind-address="+healthz,
+	)
+	if err != nil {
+		return err
+	}
+	l.procs = append(l.procs, p)
+	return l.waitFor(ctx, "kube-proxy /healthz", func(ctx context.Context) error { return httpOK(ctx, "http://"+healthz+"/healthz") })
 }
 
 // run starts one of the lab's programs and remembers it for Stop.
@@ -390,9 +453,16 @@ func (l *Lab) UserKubeconfig(name string) (string, error) {
 
 // writeKubeconfig writes a kubeconfig file for a user of the lab.
 func (l *Lab) writeKubeconfig(user string) (string, error) {
+	return l.writeKubeconfigAt(user, l.users[user].Host, "")
+}
+
+// writeKubeconfigAt writes a kubeconfig for user that reaches the
+// apiserver at server, checking its certificate for tlsName when set (a
+// forwarder's address is not in the certificate).
+func (l *Lab) writeKubeconfigAt(user, server, tlsName string) (string, error) {
 	cfg := l.users[user]
 	kc := clientcmdapi.NewConfig()
-	kc.Clusters["lab"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.Clusters["lab"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: cfg.CAData, TLSServerName: tlsName}
 	kc.AuthInfos[user] = &clientcmdapi.AuthInfo{Token: cfg.BearerToken}
 	kc.Contexts["lab"] = &clientcmdapi.Context{Cluster: "lab", AuthInfo: user, Namespace: "default"}
 	kc.CurrentContext = "lab"
@@ -431,6 +501,10 @@ func (l *Lab) Stop() {
 		l.procs[i].stop(10 * time.Second)
 	}
 	l.procs = nil
+	if l.net != nil {
+		_ = l.net.remove(context.Background())
+		l.net = nil
+	}
 	if l.Dir != "" {
 		_ = os.RemoveAll(l.Dir)
 	}

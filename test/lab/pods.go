@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,6 +56,15 @@ func BuildDemoApp(ctx context.Context, dir string) (string, error) {
 	return Build(ctx, dir, "test/demoapp")
 }
 
+// DemoApp is the path of the demo app the lab runs for its pods; "" without
+// Options.DemoApp.
+func (l *Lab) DemoApp() string {
+	if l.pods == nil {
+		return ""
+	}
+	return l.pods.bin
+}
+
 // DemoPIDs returns the process IDs of the demo processes running now, by
 // "namespace/name" of their pod. It is empty without Options.DemoApp.
 func (l *Lab) DemoPIDs() map[string]int {
@@ -66,7 +76,11 @@ func (l *Lab) DemoPIDs() map[string]int {
 
 // demoSpec is what a pod asks of its stand-in process.
 type demoSpec struct {
-	uid     types.UID
+	uid types.UID
+	// ip and port are the pod's address and its container's first TCP
+	// port (8080 when it names none): where it listens in a node network.
+	ip      netip.Addr
+	port    int
 	tag     string
 	env     []string // NAME=value: VERSION, the container's literal env, PORT last
 	skipped []string // env names the lab cannot resolve (valueFrom, envFrom)
@@ -87,7 +101,14 @@ func wantsDemo(pod *corev1.Pod, nodes map[string]bool) (demoSpec, bool) {
 		if !ok {
 			continue
 		}
-		spec := demoSpec{uid: pod.UID, tag: tag, env: []string{"VERSION=" + tag}}
+		spec := demoSpec{uid: pod.UID, tag: tag, env: []string{"VERSION=" + tag}, port: 8080}
+		spec.ip, _ = netip.ParseAddr(pod.Status.PodIP)
+		for _, p := range c.Ports {
+			if p.Protocol == "" || p.Protocol == corev1.ProtocolTCP {
+				spec.port = int(p.ContainerPort)
+				break
+			}
+		}
 		for _, e := range c.Env {
 			if e.ValueFrom != nil || e.Name == "PORT" {
 				spec.skipped = append(spec.skipped, e.Name)
@@ -125,7 +146,10 @@ func envFromName(from corev1.EnvFromSource) string {
 // demoProcess is a running stand-in for one pod.
 type demoProcess struct {
 	*process
-	uid  types.UID
+	uid types.UID
+	// addr is where it listens: 127.0.0.1:port, or the pod's IP and
+	// port in the node network.
+	addr netip.AddrPort
 	port int
 	// leaving is when its pod was first seen going: the process drains
 	// until leaving+drain before it is stopped.
@@ -142,10 +166,13 @@ const drain = 2 * time.Second
 // "namespace/name", so one pod is never handled by two workers at once.
 type podRunner struct {
 	client kubernetes.Interface
-	bin    string
-	dir    string
-	nodes  map[string]bool
-	log    *lineLog
+	// net, when set, is the lab's node network: a pod's process listens
+	// on the pod's own address there, and no port annotation is written.
+	net   *nodeNet
+	bin   string
+	dir   string
+	nodes map[string]bool
+	log   *lineLog
 
 	factory informers.SharedInformerFactory
 	lister  corelisters.PodLister
@@ -187,6 +214,7 @@ func (l *Lab) startPods(ctx context.Context, bin string) error {
 		probe:  &http.Client{Timeout: time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}},
 		procs:  map[string]*demoProcess{},
 		failed: map[types.UID]bool{},
+		net:    l.net,
 	}
 	// The runner outlives Start's context (often a startup timeout): it
 	// lives until Lab.Stop.
@@ -298,7 +326,7 @@ func (r *podRunner) sync(key string) error {
 	r.mu.Lock()
 	r.procs[key] = p
 	r.mu.Unlock()
-	r.log.printf("runner: %s (%s) runs as pid %d on 127.0.0.1:%d", key, spec.tag, p.cmd.Process.Pid, p.port)
+	r.log.printf("runner: %s (%s) runs as pid %d on %s", key, spec.tag, p.cmd.Process.Pid, p.addr)
 	return r.annotate(pod, p.port)
 }
 
@@ -321,13 +349,16 @@ func stopReason(pod *corev1.Pod, uid types.UID) string {
 // answers. A port taken between choosing and binding it is the one failure
 // worth another try; a bad env (exit status 2) is not.
 func (r *podRunner) startDemo(key string, spec demoSpec) (*demoProcess, error) {
+	if r.net != nil {
+		return r.startInNodeNet(key, spec)
+	}
 	var last error
 	for range 3 {
 		ports, err := freePorts(1)
 		if err != nil {
 			return nil, err
 		}
-		p, err := r.launch(key, spec, ports[0])
+		p, err := r.launch(key, spec, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(ports[0])))
 		if err != nil {
 			return nil, err
 		}
@@ -342,13 +373,39 @@ func (r *podRunner) startDemo(key string, spec demoSpec) (*demoProcess, error) {
 	return nil, last
 }
 
-// launch starts the demo app with the pod's env and PORT. Its output goes to
-// the runner's log, each line prefixed with the pod.
-func (r *podRunner) launch(key string, spec demoSpec, port int) (*demoProcess, error) {
+// startInNodeNet puts the pod's address on the node network and starts its
+// process there, on the pod's IP and port, as the pod's container would.
+func (r *podRunner) startInNodeNet(key string, spec demoSpec) (*demoProcess, error) {
+	if !spec.ip.IsValid() {
+		return nil, errors.New("the pod has no IP yet")
+	}
+	if err := r.net.AddPod(r.ctx, spec.ip); err != nil {
+		return nil, err
+	}
+	p, err := r.launch(key, spec, netip.AddrPortFrom(spec.ip, uint16(spec.port)))
+	if err == nil {
+		err = r.waitAnswering(p)
+	}
+	if err != nil {
+		if p != nil {
+			p.stop(5 * time.Second)
+		}
+		_ = r.net.RemovePod(r.ctx, spec.ip)
+		return nil, err
+	}
+	return p, nil
+}
+
+// launch starts the demo app with the pod's env, listening on addr. Its
+// output goes to the runner's log, each line prefixed with the pod.
+func (r *podRunner) launch(key string, spec demoSpec, addr netip.AddrPort) (*demoProcess, error) {
 	out := &prefixWriter{log: r.log, prefix: key + ": "}
 	cmd := exec.Command(r.bin)
+	if r.net != nil {
+		cmd = r.net.Command(r.bin)
+	}
 	cmd.Dir = r.dir
-	cmd.Env = append(append([]string{}, spec.env...), "PORT="+strconv.Itoa(port))
+	cmd.Env = append(append([]string{}, spec.env...), "HOST="+addr.Addr().String(), "PORT="+strconv.Itoa(int(addr.Port())))
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
@@ -357,7 +414,8 @@ func (r *podRunner) launch(key string, spec demoSpec, port int) (*demoProcess, e
 	p := &demoProcess{
 		process: &process{name: "demo " + key, cmd: cmd, logPath: r.log.path, done: make(chan struct{})},
 		uid:     spec.uid,
-		port:    port,
+		addr:    addr,
+		port:    int(addr.Port()),
 	}
 	go func() {
 		p.err = cmd.Wait()
@@ -371,7 +429,7 @@ func (r *podRunner) launch(key string, spec demoSpec, port int) (*demoProcess, e
 // waitAnswering polls the process's /metrics (which the app does not count)
 // until it answers 200, for up to 10 seconds.
 func (r *podRunner) waitAnswering(p *demoProcess) error {
-	url := "http://127.0.0.1:" + strconv.Itoa(p.port) + "/metrics"
+	url := "http://" + p.addr.String() + "/metrics"
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if done, err := p.exited(); done {
@@ -385,7 +443,7 @@ func (r *podRunner) waitAnswering(p *demoProcess) error {
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the demo app did not answer on 127.0.0.1:%d within 10s", p.port)
+			return fmt.Errorf("the demo app did not answer on %s within 10s", p.addr)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -393,7 +451,7 @@ func (r *podRunner) waitAnswering(p *demoProcess) error {
 
 // annotate records the process's port on the pod, unless it is already there.
 func (r *podRunner) annotate(pod *corev1.Pod, port int) error {
-	if pod.Annotations[PortAnnotation] == strconv.Itoa(port) {
+	if r.net != nil || pod.Annotations[PortAnnotation] == strconv.Itoa(port) {
 		return nil
 	}
 	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, PortAnnotation, strconv.Itoa(port))
@@ -424,6 +482,11 @@ func (r *podRunner) unannotate(pod *corev1.Pod, uid types.UID) error {
 // stop ends a pod's process (SIGTERM, then kill after 5s) and forgets it.
 func (r *podRunner) stop(key string, p *demoProcess, why string) {
 	p.stop(5 * time.Second)
+	if r.net != nil {
+		if err := r.net.RemovePod(context.Background(), p.addr.Addr()); err != nil {
+			r.log.printf("runner: %s: %v", key, err)
+		}
+	}
 	r.forget(key)
 	r.log.printf("runner: %s: stopped pid %d: %s", key, p.cmd.Process.Pid, why)
 }
