@@ -89,8 +89,9 @@ type demoSpec struct {
 // wantsDemo decides whether pod should have a demo process, and with what.
 // Only a pod that is Running on one of the lab's nodes, not being deleted,
 // not doomed by kwok's chaos stage, and with a container of DemoImage does.
-// The container's literal env values are passed on after VERSION=<tag>, so
-// a container that sets VERSION itself wins; PORT is the runner's alone.
+// The container's literal env values are passed on after VERSION=<tag>,
+// POD_NAME and POD_NAMESPACE (as the downward API would give them), so a
+// container that sets one itself wins; HOST and PORT are the runner's alone.
 func wantsDemo(pod *corev1.Pod, nodes map[string]bool) (demoSpec, bool) {
 	if pod == nil || pod.DeletionTimestamp != nil || pod.Status.Phase != corev1.PodRunning ||
 		!nodes[pod.Spec.NodeName] || pod.Labels[failingLabel] == "true" {
@@ -101,7 +102,8 @@ func wantsDemo(pod *corev1.Pod, nodes map[string]bool) (demoSpec, bool) {
 		if !ok {
 			continue
 		}
-		spec := demoSpec{uid: pod.UID, tag: tag, env: []string{"VERSION=" + tag}, port: 8080}
+		spec := demoSpec{uid: pod.UID, tag: tag, port: 8080,
+			env: []string{"VERSION=" + tag, "POD_NAME=" + pod.Name, "POD_NAMESPACE=" + pod.Namespace}}
 		spec.ip, _ = netip.ParseAddr(pod.Status.PodIP)
 		for _, p := range c.Ports {
 			if p.Protocol == "" || p.Protocol == corev1.ProtocolTCP {
@@ -110,7 +112,7 @@ func wantsDemo(pod *corev1.Pod, nodes map[string]bool) (demoSpec, bool) {
 			}
 		}
 		for _, e := range c.Env {
-			if e.ValueFrom != nil || e.Name == "PORT" {
+			if e.ValueFrom != nil || e.Name == "PORT" || e.Name == "HOST" {
 				spec.skipped = append(spec.skipped, e.Name)
 				continue
 			}

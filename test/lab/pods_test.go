@@ -42,7 +42,7 @@ func TestWantsDemo(t *testing.T) {
 		{
 			name: "running demo pod gets VERSION from its tag and its literal env",
 			pod:  demoPod(nil),
-			want: demoSpec{uid: "uid-1", tag: "v2", env: []string{"VERSION=v2", "ERROR_RATE=1"}},
+			want: demoSpec{uid: "uid-1", port: 8080, tag: "v2", env: []string{"VERSION=v2", "POD_NAME=web-1", "POD_NAMESPACE=shop", "ERROR_RATE=1"}},
 			ok:   true,
 		},
 		{
@@ -50,7 +50,7 @@ func TestWantsDemo(t *testing.T) {
 			pod: demoPod(func(p *corev1.Pod) {
 				p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "VERSION", Value: "blue"}}
 			}),
-			want: demoSpec{uid: "uid-1", tag: "v2", env: []string{"VERSION=v2", "VERSION=blue"}},
+			want: demoSpec{uid: "uid-1", port: 8080, tag: "v2", env: []string{"VERSION=v2", "POD_NAME=web-1", "POD_NAMESPACE=shop", "VERSION=blue"}},
 			ok:   true,
 		},
 		{
@@ -63,7 +63,7 @@ func TestWantsDemo(t *testing.T) {
 				}
 				p.Spec.Containers[0].EnvFrom = []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "settings"}}}}
 			}),
-			want: demoSpec{uid: "uid-1", tag: "v2", env: []string{"VERSION=v2", "LATENCY=10ms"}, skipped: []string{"POD_NAME", "PORT", "envFrom configMap settings"}},
+			want: demoSpec{uid: "uid-1", port: 8080, tag: "v2", env: []string{"VERSION=v2", "POD_NAME=web-1", "POD_NAMESPACE=shop", "LATENCY=10ms"}, skipped: []string{"POD_NAME", "PORT", "envFrom configMap settings"}},
 			ok:   true,
 		},
 		{
@@ -71,13 +71,13 @@ func TestWantsDemo(t *testing.T) {
 			pod: demoPod(func(p *corev1.Pod) {
 				p.Spec.Containers = append([]corev1.Container{{Name: "sidecar", Image: "busybox:1"}}, p.Spec.Containers...)
 			}),
-			want: demoSpec{uid: "uid-1", tag: "v2", env: []string{"VERSION=v2", "ERROR_RATE=1"}},
+			want: demoSpec{uid: "uid-1", port: 8080, tag: "v2", env: []string{"VERSION=v2", "POD_NAME=web-1", "POD_NAMESPACE=shop", "ERROR_RATE=1"}},
 			ok:   true,
 		},
 		{
 			name: "image without tag is latest",
 			pod:  demoPod(func(p *corev1.Pod) { p.Spec.Containers[0].Image = "fledge/demo"; p.Spec.Containers[0].Env = nil }),
-			want: demoSpec{uid: "uid-1", tag: "latest", env: []string{"VERSION=latest"}},
+			want: demoSpec{uid: "uid-1", port: 8080, tag: "latest", env: []string{"VERSION=latest", "POD_NAME=web-1", "POD_NAMESPACE=shop"}},
 			ok:   true,
 		},
 		{name: "no pod", pod: nil},
