@@ -59,8 +59,11 @@ func (a *app) handler() http.Handler {
 	return mux
 }
 
-// root is the app's one page. A request whose client gave up during LATENCY
-// is not counted: nobody saw its answer.
+// root is the app's one page: "ok <version> <pod>", or "error <version>
+// <pod>" with a 500, so a client behind a Service can count the answers by
+// the pod that gave them without asking the cluster which one it reached. A
+// request whose client gave up during LATENCY is not counted: nobody saw its
+// answer.
 func (a *app) root(w http.ResponseWriter, r *http.Request) {
 	begin := time.Now()
 	if a.cfg.latency > 0 {
@@ -72,10 +75,15 @@ func (a *app) root(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	code, body := http.StatusOK, "ok "+a.cfg.version+"\n"
+	code, word := http.StatusOK, "ok"
 	if a.failing() {
-		code, body = http.StatusInternalServerError, "error "+a.cfg.version+"\n"
+		code, word = http.StatusInternalServerError, "error"
 	}
+	body := word + " " + a.cfg.version
+	if a.cfg.pod != "" {
+		body += " " + a.cfg.pod
+	}
+	body += "\n"
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(code)
 	fmt.Fprint(w, body)

@@ -13,6 +13,7 @@ import (
 type config struct {
 	host, port string
 	version    string
+	pod        string        // the pod's name, said in every answer; "" when unset
 	errorRate  float64       // share of GET / answered 500, in [0, 1]
 	latency    time.Duration // added to every GET /
 	failAfter  time.Duration // uptime before errorRate applies
@@ -23,7 +24,7 @@ type config struct {
 // container spec. Every error names its variable: a pod's log should say
 // which line of the manifest is wrong.
 func parseConfig(getenv func(string) string) (config, error) {
-	cfg := config{version: getenv("VERSION")}
+	cfg := config{version: getenv("VERSION"), pod: getenv("POD_NAME")}
 	if cfg.version == "" {
 		cfg.version = "unknown"
 	}

@@ -1,23 +1,32 @@
 // Command demoapp stands in for a pod of the lab's demo Deployments: the lab's
-// pod runner starts one per Running pod whose image is fledge/demo:<tag>, on
-// 127.0.0.1 (pods' own addresses are never contacted), so Prometheus has real
-// metrics to scrape and the traffic generator real answers to count.
+// pod runner starts one per Running pod whose image is fledge/demo:<tag>,
+// listening on the pod's IP and container port in the lab's node network, so
+// Prometheus has real metrics to scrape and the traffic generator real
+// answers to count.
 //
-// It serves GET / ("ok <version>", or a 500 "error <version>") and /metrics
-// (http_requests_total{code} and http_request_duration_seconds, for GET /
-// only, so scrapes do not dilute the error rate). Its behaviour comes from the
-// environment, as a container's would:
+// It serves GET / and /metrics (http_requests_total{code} and
+// http_request_duration_seconds, for GET / only, so scrapes do not dilute the
+// error rate). GET / answers one line naming the version and the pod,
 //
-//	PORT        port to listen on (required)
-//	HOST        address to listen on (default 127.0.0.1; the lab's node
-//	            network passes the pod's IP)
-//	VERSION     what GET / reports (the runner passes the image tag)
-//	ERROR_RATE  share of GET / answered 500, from 0 to 1, chosen at random (default 0)
-//	LATENCY     Go duration added to every GET / (default 0)
-//	FAIL_AFTER  Go duration: errors start only after this much uptime; with
-//	            FAIL_AFTER set and ERROR_RATE unset, every request fails
-//	            after it (ERROR_RATE 1), which makes a canary that looks
-//	            healthy at first and regresses later
+//	ok <version> <pod>
+//
+// or, with a 500, "error <version> <pod>": a client behind a Service counts
+// the answers by the pod that gave them (without POD_NAME, the line ends
+// after the version). Its behaviour comes from the environment, as a
+// container's would:
+//
+//	PORT          port to listen on (required)
+//	HOST          address to listen on (default 127.0.0.1; the lab's node
+//	              network passes the pod's IP)
+//	VERSION       what GET / reports (the runner passes the image tag)
+//	POD_NAME      the pod GET / names (the runner passes it, as the
+//	              downward API would; POD_NAMESPACE is passed too, unused)
+//	ERROR_RATE    share of GET / answered 500, from 0 to 1, chosen at random (default 0)
+//	LATENCY       Go duration added to every GET / (default 0)
+//	FAIL_AFTER    Go duration: errors start only after this much uptime; with
+//	              FAIL_AFTER set and ERROR_RATE unset, every request fails
+//	              after it (ERROR_RATE 1), which makes a canary that looks
+//	              healthy at first and regresses later
 //
 // A bad value ends the program at once with a message naming the variable.
 package main

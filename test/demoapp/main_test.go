@@ -45,8 +45,8 @@ func TestParseConfig(t *testing.T) {
 		},
 		{
 			name: "every setting",
-			env:  map[string]string{"PORT": "1", "VERSION": "v2", "ERROR_RATE": "0.25", "LATENCY": "50ms", "FAIL_AFTER": "1m"},
-			want: config{host: "127.0.0.1", port: "1", version: "v2", errorRate: 0.25, latency: 50 * time.Millisecond, failAfter: time.Minute},
+			env:  map[string]string{"PORT": "1", "VERSION": "v2", "POD_NAME": "web-7d4b9-x2k4q", "ERROR_RATE": "0.25", "LATENCY": "50ms", "FAIL_AFTER": "1m"},
+			want: config{host: "127.0.0.1", port: "1", version: "v2", pod: "web-7d4b9-x2k4q", errorRate: 0.25, latency: 50 * time.Millisecond, failAfter: time.Minute},
 		},
 		{
 			name: "FAIL_AFTER without ERROR_RATE fails every request after it",
@@ -138,6 +138,30 @@ func TestHealthyAppAnswersOKAndCountsOnlyItsPage(t *testing.T) {
 	assert.Equal(t, []string{"http_request_duration_seconds_count 3"}, metricLines(t, h, "http_request_duration_seconds_count"))
 }
 
+func TestAnswersNameTheVersionAndThePod(t *testing.T) {
+	now := time.Unix(0, 0)
+	tests := []struct {
+		name string
+		cfg  config
+		roll float64
+		code int
+		body string
+	}{
+		{"ok names the pod", config{version: "v1", pod: "web-7d4b9-x2k4q"}, 0, http.StatusOK, "ok v1 web-7d4b9-x2k4q\n"},
+		{"an error names the pod too", config{version: "v2", pod: "web-canary-5f6c8-9zt2m", errorRate: 1}, 0, http.StatusInternalServerError, "error v2 web-canary-5f6c8-9zt2m\n"},
+		{"without POD_NAME the line ends after the version", config{version: "v1"}, 0, http.StatusOK, "ok v1\n"},
+		{"an error without POD_NAME", config{version: "v3", errorRate: 1}, 0, http.StatusInternalServerError, "error v3\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newApp(tt.cfg, func() time.Time { return now }, dice(tt.roll)).handler()
+			code, body := get(t, h, "/")
+			assert.Equal(t, tt.code, code)
+			assert.Equal(t, tt.body, body)
+		})
+	}
+}
+
 func TestErrorRateFailsTheShareTheDiceSay(t *testing.T) {
 	now := time.Unix(0, 0)
 	// With ERROR_RATE 0.5, a roll below 0.5 fails: 0.1 and 0.49 fail, 0.5 and 0.9 pass.
@@ -203,7 +227,9 @@ func TestServeListensOnLoopbackUntilCancelled(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, config{host: "127.0.0.1", port: strconv.Itoa(port), version: "v7"}) }()
+	go func() {
+		done <- serve(ctx, config{host: "127.0.0.1", port: strconv.Itoa(port), version: "v7", pod: "web-0"})
+	}()
 
 	url := "http://127.0.0.1:" + strconv.Itoa(port) + "/"
 	var body string
@@ -217,7 +243,7 @@ func TestServeListensOnLoopbackUntilCancelled(t *testing.T) {
 		body = string(b)
 		return resp.StatusCode == http.StatusOK
 	}, 5*time.Second, 10*time.Millisecond)
-	assert.Equal(t, "ok v7\n", body)
+	assert.Equal(t, "ok v7 web-0\n", body)
 
 	cancel()
 	select {

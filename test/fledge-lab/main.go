@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,12 +13,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/fledge-dev/fledge/rollout"
 	"github.com/fledge-dev/fledge/test/lab"
 )
 
@@ -37,10 +40,45 @@ Running pod of the image fledge/demo:<tag> with the demo app (bin/demoapp)
 on 127.0.0.1; Prometheus scrapes those pods with the labels namespace, pod
 and track. Pod IPs (198.18.0.0/16) are never contacted.
 
-traffic sends --rps requests a second to the ready endpoints of a Service,
-each to one chosen at random (as kube-proxy does), at 127.0.0.1 on the port
-the lab gave the pod; it prints one line a second with the requests and
-errors of each track and the canary's share, and a summary at the end.
+traffic sends --rps requests a second to a Service's ClusterIP and first
+port, from the host through the lab's node network, where kube-proxy picks a
+ready pod for each new connection: with --connections new (the default) a
+new TCP connection per request, with keepalive:N a pool of up to N
+persistent HTTP/1.1 connections that the requests reuse, as a service's
+client pool does (it opens connections as requests overlap, so fewer than N
+at a low rate). It counts the answers by the pod that gave them (the demo
+app names its pod and version) and tells canary from stable by
+--track-by: label:KEY=VALUE (a pod with that label is canary; the default,
+label:fledge.dev/track=canary, is fledge's) or image:TAG (a pod answering
+that version, its image tag, is canary), so any tool's pods can be
+measured. It prints one line a second with the requests and errors of each
+track and the canary's share, and a summary with the split by pod.
+
+With --json, traffic prints those lines on stderr and, at the end, one JSON
+object on stdout:
+
+  {"service": "NAMESPACE/NAME", "rps": N, "connections": "new|keepalive:N",
+   "trackBy": "label:KEY=VALUE|image:TAG", "connectionsOpened": N,
+   "total": PERIOD, "seconds": [PERIOD, ...]}
+
+where each PERIOD (the whole run, then each second by completion time) is
+
+  {"from": RFC 3339 time, "to": RFC 3339 time,
+   "requests": N, "errors": N,
+   "tracks": {"stable": TRACK, "canary": TRACK},
+   "untracked": {"requests": N, "errors": N},
+   "unanswered": N,
+   "pods": {"POD": {"requests": N, "errors": N}, ...}}
+  TRACK = {"requests": N, "errors": N, "share": 0 to 1}
+
+errors are non-2xx answers and failed requests; share is of the requests
+answered by a pod of a known track; untracked are answers of pods whose
+labels traffic has not seen yet (label: only; at most a pod's first
+milliseconds); unanswered are requests no pod answered or whose answer
+names no pod (refused: no ready endpoint; reset; timed out), all errors;
+requests is the sum of the tracks, untracked and unanswered; pods are the
+answers by the pod that gave them; connectionsOpened counts the TCP
+connections traffic opened, which kube-proxy balanced.
 
 demo starts a lab with fledge and Prometheus, applies web v1 and sends it
 traffic, then releases a healthy v2 and a v3 that breaks after a while, with
@@ -67,7 +105,7 @@ func main() {
 	case "traffic":
 		var opts trafficOptions
 		_ = trafficFlags(&opts).Parse(os.Args[2:])
-		err = traffic(ctx, opts, os.Stdout)
+		err = traffic(ctx, opts, os.Stdout, os.Stderr)
 	case "demo":
 		var opts demoOptions
 		_ = demoFlags(&opts).Parse(os.Args[2:])
@@ -167,11 +205,14 @@ func up(ctx context.Context, opts upOptions) error {
 
 // trafficOptions are the flags of traffic.
 type trafficOptions struct {
-	namespace  string
-	service    string
-	rps        int
-	duration   time.Duration
-	kubeconfig string
+	namespace   string
+	service     string
+	rps         int
+	duration    time.Duration
+	kubeconfig  string
+	connections string // lab.ParseConnections
+	trackBy     string // lab.ParseTrackBy
+	json        bool
 }
 
 func trafficFlags(opts *trafficOptions) *flag.FlagSet {
@@ -182,16 +223,28 @@ func trafficFlags(opts *trafficOptions) *flag.FlagSet {
 	fs.IntVar(&opts.rps, "rps", 100, fmt.Sprintf("requests per second, 1 to %d", lab.MaxRPS))
 	fs.DurationVar(&opts.duration, "duration", 0, "how long to send (default: until Ctrl-C)")
 	fs.StringVar(&opts.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig of the lab (the one fledge-lab up prints)")
+	fs.StringVar(&opts.connections, "connections", "new", fmt.Sprintf("new (a TCP connection per request) or keepalive:N (a pool of up to N kept-alive connections, N from 1 to %d)", lab.MaxKeepAlive))
+	fs.StringVar(&opts.trackBy, "track-by", lab.DefaultTrackBy.String(), "how to tell a canary pod: label:KEY=VALUE (it has that label) or image:TAG (it answers that version)")
+	fs.BoolVar(&opts.json, "json", false, "print one JSON summary on stdout at the end (the lines a second go to stderr)")
 	return fs
 }
 
-// traffic runs the generator, printing a line a second and a summary.
-func traffic(ctx context.Context, opts trafficOptions, out io.Writer) error {
+// traffic runs the generator, printing a line a second and a summary, or
+// with --json the lines on stderr and the summary as JSON on stdout.
+func traffic(ctx context.Context, opts trafficOptions, stdout, stderr io.Writer) error {
 	if opts.service == "" {
 		return errors.New("traffic: --service is required")
 	}
 	if opts.rps < 1 || opts.rps > lab.MaxRPS {
 		return fmt.Errorf("traffic: --rps %d is not between 1 and %d", opts.rps, lab.MaxRPS)
+	}
+	connections, err := lab.ParseConnections(opts.connections)
+	if err != nil {
+		return fmt.Errorf("traffic: %w", err)
+	}
+	trackBy, err := lab.ParseTrackBy(opts.trackBy)
+	if err != nil {
+		return fmt.Errorf("traffic: %w", err)
 	}
 	if opts.kubeconfig == "" {
 		return errors.New("traffic: no kubeconfig: pass --kubeconfig or set KUBECONFIG to the one fledge-lab up prints")
@@ -209,25 +262,124 @@ func traffic(ctx context.Context, opts trafficOptions, out io.Writer) error {
 		ctx, cancel = context.WithTimeout(ctx, opts.duration)
 		defer cancel()
 	}
+	lines := stdout
+	if opts.json {
+		lines = stderr
+	}
 	t := lab.NewTraffic(client, opts.namespace, opts.service, opts.rps)
-	t.OnSecond = func(s lab.TrafficStats) { fmt.Fprintf(out, "%s %s\n", s.From.Format("15:04:05"), s) }
-	fmt.Fprintf(out, "fledge-lab: sending %d requests a second to service %s/%s\n", opts.rps, opts.namespace, opts.service)
+	t.Connections, t.TrackBy = connections, trackBy
+	t.OnSecond = func(s lab.TrafficStats) { fmt.Fprintf(lines, "%s %s\n", s.From.Format("15:04:05"), s) }
+	fmt.Fprintf(lines, "fledge-lab: sending %d requests a second to service %s/%s on %s connections, canary by %s\n",
+		opts.rps, opts.namespace, opts.service, connections, trackBy)
 	if err := t.Run(ctx); err != nil {
 		return err
 	}
-	fmt.Fprintln(out, summary(t.Snapshot()))
+	total := t.Snapshot()
+	if opts.json {
+		return writeReport(stdout, newReport(opts.namespace+"/"+opts.service, opts.rps, connections, trackBy, t.Opened(), total, t.Seconds()))
+	}
+	fmt.Fprintln(stdout, summary(total))
+	fmt.Fprintln(stdout, split(total, t.Opened()))
 	return nil
 }
 
-// summary is the last line of traffic: what users got in all.
+// summary is the last line but one of traffic: what users got in all.
 func summary(s lab.TrafficStats) string {
 	if s.Requests() == 0 {
 		return "fledge-lab: no requests were sent"
 	}
-	errRate := 0.0
-	if n := s.Requests(); n > 0 {
-		errRate = 100 * float64(s.Errors()) / float64(n)
-	}
+	errRate := 100 * float64(s.Errors()) / float64(s.Requests())
 	return fmt.Sprintf("fledge-lab: %d requests in %.1fs: %s; users saw %d errors (%.1f%%)",
 		s.Requests(), s.To.Sub(s.From).Seconds(), s, s.Errors(), errRate)
+}
+
+// split is the last line of traffic: the answers by pod, and how many
+// connections kube-proxy balanced them over.
+func split(s lab.TrafficStats, opened int) string {
+	answered := 0
+	for _, c := range s.Pods {
+		answered += c.Requests
+	}
+	var parts []string
+	for _, pod := range s.PodNames() {
+		c := s.Pods[pod]
+		parts = append(parts, fmt.Sprintf("%s %d req %d err (%.1f%%)", pod, c.Requests, c.Errors, 100*float64(c.Requests)/float64(answered)))
+	}
+	if len(parts) == 0 {
+		parts = append(parts, "no pod answered")
+	}
+	return fmt.Sprintf("fledge-lab: by pod: %s; over %d connections", strings.Join(parts, ", "), opened)
+}
+
+// report is the JSON summary of traffic (its schema is in the usage).
+type report struct {
+	Service           string `json:"service"`
+	RPS               int    `json:"rps"`
+	Connections       string `json:"connections"`
+	TrackBy           string `json:"trackBy"`
+	ConnectionsOpened int    `json:"connectionsOpened"`
+	Total             period `json:"total"`
+	// Seconds are the seconds of the run, by completion time.
+	Seconds []period `json:"seconds"`
+}
+
+func newReport(service string, rps int, c lab.Connections, b lab.TrackBy, opened int, total lab.TrafficStats, seconds []lab.TrafficStats) report {
+	r := report{
+		Service: service, RPS: rps, Connections: c.String(), TrackBy: b.String(), ConnectionsOpened: opened,
+		Total: periodOf(total), Seconds: []period{},
+	}
+	for _, s := range seconds {
+		r.Seconds = append(r.Seconds, periodOf(s))
+	}
+	return r
+}
+
+// writeReport writes r as one JSON object, indented.
+func writeReport(w io.Writer, r report) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// period is a lab.TrafficStats in the JSON summary.
+type period struct {
+	From       time.Time         `json:"from"`
+	To         time.Time         `json:"to"`
+	Requests   int               `json:"requests"`
+	Errors     int               `json:"errors"`
+	Tracks     map[string]track  `json:"tracks"`
+	Untracked  counts            `json:"untracked"`
+	Unanswered int               `json:"unanswered"`
+	Pods       map[string]counts `json:"pods"`
+}
+
+type counts struct {
+	Requests int `json:"requests"`
+	Errors   int `json:"errors"`
+}
+
+type track struct {
+	Requests int     `json:"requests"`
+	Errors   int     `json:"errors"`
+	Share    float64 `json:"share"`
+}
+
+// periodOf is s as the JSON summary shows it: both tracks always there.
+func periodOf(s lab.TrafficStats) period {
+	p := period{
+		From: s.From, To: s.To,
+		Requests: s.Requests(), Errors: s.Errors(),
+		Tracks:     map[string]track{},
+		Untracked:  counts(s.Untracked),
+		Unanswered: s.NoEndpoint,
+		Pods:       map[string]counts{},
+	}
+	for _, name := range []string{rollout.TrackStable, rollout.TrackCanary} {
+		c := s.Tracks[name]
+		p.Tracks[name] = track{Requests: c.Requests, Errors: c.Errors, Share: s.Share(name)}
+	}
+	for name, c := range s.Pods {
+		p.Pods[name] = counts(c)
+	}
+	return p
 }

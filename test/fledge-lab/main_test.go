@@ -99,8 +99,10 @@ func TestUpServesKubectlAndCtrlCLeavesNothing(t *testing.T) {
 }
 
 // sendTraffic applies a Deployment of 2 demo pods and a Service with
-// kubectl, waits until the lab runs both pods, and checks what
-// `fledge-lab traffic` prints: a line a second and a summary that adds up.
+// kubectl, waits until both pods answer through the Service's ClusterIP
+// (kube-proxy has programmed it), and checks what
+// `fledge-lab traffic` prints: a line a second, a summary that adds up and
+// the split by pod.
 func sendTraffic(t *testing.T, bin, kubeconfig string) {
 	t.Helper()
 	kubectl := func(stdin string, args ...string) string {
@@ -127,19 +129,34 @@ kind: Service
 metadata: {name: web}
 spec:
   selector: {app: web}
-  ports: [{port: 80}]
+  ports: [{port: 80, targetPort: 8080}]
 `, "apply", "-f", "-")
+	probe := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	clusterIP := kubectl("", "get", "service", "web", "-o", "jsonpath={.spec.clusterIP}")
+	answered := map[string]bool{}
 	require.Eventually(t, func() bool {
-		ports := kubectl("", "get", "pods", "-l", "app=web", "-o", `jsonpath={.items[*].metadata.annotations.lab\.fledge\.dev/port}`)
-		return len(strings.Fields(ports)) == 2
-	}, time.Minute, 200*time.Millisecond, "the demo pods never got their ports")
+		for range 20 {
+			resp, err := probe.Get("http://" + clusterIP + "/")
+			if err != nil {
+				continue
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if f := strings.Fields(string(body)); len(f) == 3 {
+				answered[f[2]] = true
+			}
+		}
+		return len(answered) == 2
+	}, time.Minute, 200*time.Millisecond, "the 2 demo pods never both answered through the ClusterIP %s", clusterIP)
 
 	cmd := exec.CommandContext(t.Context(), bin, "traffic", "--service=web", "--rps=50", "--duration=2500ms", "--kubeconfig="+kubeconfig)
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, string(out))
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	require.GreaterOrEqual(t, len(lines), 4, string(out))
-	assert.Equal(t, "fledge-lab: sending 50 requests a second to service default/web", lines[0])
+	require.GreaterOrEqual(t, len(lines), 5, string(out))
+	assert.Equal(t, "fledge-lab: sending 50 requests a second to service default/web on new connections, canary by label:fledge.dev/track=canary", lines[0])
+	split := lines[len(lines)-1]
+	lines = lines[:len(lines)-1]
 	perSecond := 0
 	for _, line := range lines[1 : len(lines)-1] {
 		m := regexp.MustCompile(`^\d\d:\d\d:\d\d stable (\d+) req 0 err \| canary share 0\.0%$`).FindStringSubmatch(line)
@@ -154,6 +171,12 @@ spec:
 	assert.Equal(t, total, perSecond, "the lines add up to the summary")
 	assert.LessOrEqual(t, total, 125, "at most 2.5s at 50 requests a second")
 	assert.GreaterOrEqual(t, total, 60, "at least 1.2s at 50 requests a second")
+	m = regexp.MustCompile(`^fledge-lab: by pod: web-\S+ (\d+) req 0 err \(\d+\.\d%\), web-\S+ (\d+) req 0 err \(\d+\.\d%\); over (\d+) connections$`).FindStringSubmatch(split)
+	require.NotNil(t, m, "split %q", split)
+	a, _ := strconv.Atoi(m[1])
+	b, _ := strconv.Atoi(m[2])
+	assert.Equal(t, total, a+b, "both pods answered, and only they")
+	assert.Equal(t, strconv.Itoa(total), m[3], "a connection per request")
 }
 
 // processesMentioning returns the command lines of running processes that
@@ -170,20 +193,47 @@ func processesMentioning(s string) []string {
 	return found
 }
 
+// trafficArgs parses the flags of traffic as main does.
+func trafficArgs(t *testing.T, args ...string) trafficOptions {
+	t.Helper()
+	t.Setenv("KUBECONFIG", "")
+	var opts trafficOptions
+	require.NoError(t, trafficFlags(&opts).Parse(args))
+	return opts
+}
+
+func TestTrafficFlags(t *testing.T) {
+	assert.Equal(t, trafficOptions{
+		namespace: "default", service: "web", rps: 100,
+		connections: "new", trackBy: "label:fledge.dev/track=canary",
+	}, trafficArgs(t, "--service=web"), "the defaults")
+	assert.Equal(t, trafficOptions{
+		namespace: "shop", service: "web", rps: 500, duration: 30 * time.Second, kubeconfig: "lab.kubeconfig",
+		connections: "keepalive:64", trackBy: "image:v2", json: true,
+	}, trafficArgs(t, "--namespace=shop", "--service=web", "--rps=500", "--duration=30s", "--kubeconfig=lab.kubeconfig",
+		"--connections=keepalive:64", "--track-by=image:v2", "--json"))
+}
+
 func TestTrafficRefusesBadFlags(t *testing.T) {
 	tests := []struct {
 		name string
-		opts trafficOptions
+		args []string
 		err  string
 	}{
-		{"no service", trafficOptions{rps: 10, kubeconfig: "k"}, "traffic: --service is required"},
-		{"too many requests", trafficOptions{service: "web", rps: 5000, kubeconfig: "k"}, "traffic: --rps 5000 is not between 1 and 1000"},
-		{"no requests", trafficOptions{service: "web", rps: 0, kubeconfig: "k"}, "traffic: --rps 0 is not between 1 and 1000"},
-		{"no kubeconfig", trafficOptions{service: "web", rps: 10}, "traffic: no kubeconfig: pass --kubeconfig or set KUBECONFIG to the one fledge-lab up prints"},
+		{"no service", []string{"--kubeconfig=k"}, "traffic: --service is required"},
+		{"too many requests", []string{"--service=web", "--rps=5000", "--kubeconfig=k"}, "traffic: --rps 5000 is not between 1 and 1000"},
+		{"no requests", []string{"--service=web", "--rps=0", "--kubeconfig=k"}, "traffic: --rps 0 is not between 1 and 1000"},
+		{"a pool of none", []string{"--service=web", "--connections=keepalive:0", "--kubeconfig=k"},
+			`traffic: --connections: want new or keepalive:N with N from 1 to 1000, got "keepalive:0"`},
+		{"connections misspelt", []string{"--service=web", "--connections=keep-alive", "--kubeconfig=k"},
+			`traffic: --connections: want new or keepalive:N with N from 1 to 1000, got "keep-alive"`},
+		{"a track by nothing", []string{"--service=web", "--track-by=canary", "--kubeconfig=k"},
+			`traffic: --track-by: want label:KEY=VALUE (such as label:fledge.dev/track=canary) or image:TAG (such as image:v2), got "canary"`},
+		{"no kubeconfig", []string{"--service=web"}, "traffic: no kubeconfig: pass --kubeconfig or set KUBECONFIG to the one fledge-lab up prints"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			assert.EqualError(t, traffic(t.Context(), tt.opts, io.Discard), tt.err)
+			assert.EqualError(t, traffic(t.Context(), trafficArgs(t, tt.args...), io.Discard, io.Discard), tt.err)
 		})
 	}
 }
@@ -193,7 +243,163 @@ func TestSummary(t *testing.T) {
 	s := lab.TrafficStats{
 		From: from, To: from.Add(10 * time.Second),
 		Tracks: map[string]lab.Counts{"stable": {Requests: 750}, "canary": {Requests: 250, Errors: 50}},
+		Pods:   map[string]lab.Counts{"web-b": {Requests: 400}, "web-a": {Requests: 350}, "web-canary": {Requests: 250, Errors: 50}},
 	}
 	assert.Equal(t, "fledge-lab: 1000 requests in 10.0s: stable 750 req 0 err | canary 250 req 50 err | canary share 25.0%; users saw 50 errors (5.0%)", summary(s))
+	assert.Equal(t, "fledge-lab: by pod: web-a 350 req 0 err (35.0%), web-b 400 req 0 err (40.0%), web-canary 250 req 50 err (25.0%); over 4 connections", split(s, 4))
 	assert.Equal(t, "fledge-lab: no requests were sent", summary(lab.TrafficStats{}))
+	assert.Equal(t, "fledge-lab: by pod: no pod answered; over 0 connections", split(lab.TrafficStats{}, 0))
+}
+
+func TestJSONReport(t *testing.T) {
+	from := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	first := lab.TrafficStats{
+		From: from, To: from.Add(time.Second),
+		Tracks: map[string]lab.Counts{"stable": {Requests: 150}},
+		Pods:   map[string]lab.Counts{"web-a": {Requests: 80}, "web-b": {Requests: 70}},
+	}
+	second := lab.TrafficStats{
+		From: from.Add(time.Second), To: from.Add(2 * time.Second),
+		Tracks:     map[string]lab.Counts{"stable": {Requests: 30}, "canary": {Requests: 10, Errors: 10}},
+		Pods:       map[string]lab.Counts{"web-a": {Requests: 30}, "web-canary-1": {Requests: 10, Errors: 10}, "web-new": {Requests: 2}},
+		Untracked:  lab.Counts{Requests: 2},
+		NoEndpoint: 8,
+	}
+	total := lab.TrafficStats{
+		From: from, To: from.Add(2*time.Second + 500*time.Millisecond),
+		Tracks:     map[string]lab.Counts{"stable": {Requests: 180}, "canary": {Requests: 20, Errors: 10}},
+		Pods:       map[string]lab.Counts{"web-a": {Requests: 110}, "web-b": {Requests: 70}, "web-canary-1": {Requests: 20, Errors: 10}, "web-new": {Requests: 2}},
+		Untracked:  lab.Counts{Requests: 2},
+		NoEndpoint: 8,
+	}
+	var out bytes.Buffer
+	r := newReport("shop/web", 100, lab.Connections{KeepAlive: 8}, lab.DefaultTrackBy, 8, total, []lab.TrafficStats{first, second})
+	require.NoError(t, writeReport(&out, r))
+	assert.Equal(t, `{
+  "service": "shop/web",
+  "rps": 100,
+  "connections": "keepalive:8",
+  "trackBy": "label:fledge.dev/track=canary",
+  "connectionsOpened": 8,
+  "total": {
+    "from": "2026-12-02T10:00:00Z",
+    "to": "2026-12-02T10:00:02.5Z",
+    "requests": 210,
+    "errors": 18,
+    "tracks": {
+      "canary": {
+        "requests": 20,
+        "errors": 10,
+        "share": 0.1
+      },
+      "stable": {
+        "requests": 180,
+        "errors": 0,
+        "share": 0.9
+      }
+    },
+    "untracked": {
+      "requests": 2,
+      "errors": 0
+    },
+    "unanswered": 8,
+    "pods": {
+      "web-a": {
+        "requests": 110,
+        "errors": 0
+      },
+      "web-b": {
+        "requests": 70,
+        "errors": 0
+      },
+      "web-canary-1": {
+        "requests": 20,
+        "errors": 10
+      },
+      "web-new": {
+        "requests": 2,
+        "errors": 0
+      }
+    }
+  },
+  "seconds": [
+    {
+      "from": "2026-12-02T10:00:00Z",
+      "to": "2026-12-02T10:00:01Z",
+      "requests": 150,
+      "errors": 0,
+      "tracks": {
+        "canary": {
+          "requests": 0,
+          "errors": 0,
+          "share": 0
+        },
+        "stable": {
+          "requests": 150,
+          "errors": 0,
+          "share": 1
+        }
+      },
+      "untracked": {
+        "requests": 0,
+        "errors": 0
+      },
+      "unanswered": 0,
+      "pods": {
+        "web-a": {
+          "requests": 80,
+          "errors": 0
+        },
+        "web-b": {
+          "requests": 70,
+          "errors": 0
+        }
+      }
+    },
+    {
+      "from": "2026-12-02T10:00:01Z",
+      "to": "2026-12-02T10:00:02Z",
+      "requests": 50,
+      "errors": 18,
+      "tracks": {
+        "canary": {
+          "requests": 10,
+          "errors": 10,
+          "share": 0.25
+        },
+        "stable": {
+          "requests": 30,
+          "errors": 0,
+          "share": 0.75
+        }
+      },
+      "untracked": {
+        "requests": 2,
+        "errors": 0
+      },
+      "unanswered": 8,
+      "pods": {
+        "web-a": {
+          "requests": 30,
+          "errors": 0
+        },
+        "web-canary-1": {
+          "requests": 10,
+          "errors": 10
+        },
+        "web-new": {
+          "requests": 2,
+          "errors": 0
+        }
+      }
+    }
+  ]
+}
+`, out.String())
+
+	empty := newReport("default/web", 10, lab.Connections{}, lab.TrackBy{Image: "v2"}, 0, lab.TrafficStats{}, nil)
+	assert.Equal(t, []period{}, empty.Seconds, "an empty list, not null")
+	assert.Equal(t, map[string]track{"stable": {}, "canary": {}}, empty.Total.Tracks, "both tracks, always")
+	assert.Equal(t, "image:v2", empty.TrackBy)
+	assert.Equal(t, "new", empty.Connections)
 }

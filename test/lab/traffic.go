@@ -2,26 +2,26 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	corelisters "k8s.io/client-go/listers/core/v1"
-	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/fledge-dev/fledge/rollout"
@@ -32,31 +32,45 @@ import (
 // to a fraction of a percent within seconds.
 const MaxRPS = 1000
 
-// requestTimeout is how long a user waits for an answer before counting it
-// as failed.
+// MaxKeepAlive bounds keepalive:N, as large a client pool as services have.
+const MaxKeepAlive = 1000
+
+// requestTimeout is how long a user waits for an answer (a free pooled
+// connection included) before counting it as failed.
 const requestTimeout = 2 * time.Second
 
-// Traffic sends requests to a Service of the lab the way its users would
-// through kube-proxy: each request goes to one of the Service's ready
-// endpoints chosen uniformly at random, so the share each track receives is
-// its share of ready pods, the premise of fledge's replica math. A request
-// goes to 127.0.0.1 on the endpoint's pod's PortAnnotation, never to the
-// endpoint's address.
+// Traffic sends requests to a Service of the lab the way its users would:
+// to the Service's ClusterIP and first port, from the host through the
+// lab's node network, where kube-proxy picks one of the ready endpoints for
+// each new connection. With new connections (the default) every request is
+// balanced on its own, so each track's share is its share of ready pods,
+// the premise of fledge's replica math; with keepalive:N only the N
+// connections are, when they open, as a service's client pool is.
 //
 // It counts requests and errors (non-2xx answers and transport errors) by
-// the track of the pod that answered, per second, so a test or the demo can
-// report the traffic share the canary really got and how many requests
-// users saw fail.
+// the pod that answered, which the demo app names in its answer, and by
+// that pod's track (TrackBy), per second, so a test or the demo can report
+// the traffic share the canary really got and how many requests users saw
+// fail.
 type Traffic struct {
 	// OnSecond, when set before Run, is called once a second with the counts
 	// of the second just ended, and once at the end with the last part
 	// second: one line per second on screen.
 	OnSecond func(TrafficStats)
+	// Connections, set before Run, is how the client connects; the zero
+	// value is a new connection per request.
+	Connections Connections
+	// TrackBy, set before Run, tells canary pods from stable ones; the zero
+	// value is DefaultTrackBy.
+	TrackBy TrackBy
 
 	client    kubernetes.Interface
 	namespace string
 	service   string
 	rps       int
+
+	// opened counts the TCP connections the client opened.
+	opened atomic.Int64
 
 	mu      sync.Mutex
 	start   time.Time
@@ -68,9 +82,105 @@ type Traffic struct {
 }
 
 // NewTraffic prepares traffic to the Service namespace/service at rps
-// requests per second (1 to MaxRPS); Run sends it.
+// requests per second (1 to MaxRPS), on new connections, telling tracks by
+// DefaultTrackBy; Run sends it.
 func NewTraffic(client kubernetes.Interface, namespace, service string, rps int) *Traffic {
 	return &Traffic{client: client, namespace: namespace, service: service, rps: rps}
+}
+
+// Connections is how the traffic's client connects to the Service.
+// KeepAlive 0 is a new TCP connection per request, each balanced by
+// kube-proxy ("new"); N > 0 is a pool of N persistent HTTP/1.1 connections
+// that every request reuses, balanced once each when it opens
+// ("keepalive:N").
+type Connections struct {
+	KeepAlive int
+}
+
+// ParseConnections reads --connections: "new" or "keepalive:N" with N from 1
+// to MaxKeepAlive.
+func ParseConnections(s string) (Connections, error) {
+	if s == "new" {
+		return Connections{}, nil
+	}
+	if n, ok := strings.CutPrefix(s, "keepalive:"); ok {
+		if k, err := strconv.Atoi(n); err == nil && k >= 1 && k <= MaxKeepAlive {
+			return Connections{KeepAlive: k}, nil
+		}
+	}
+	return Connections{}, fmt.Errorf("--connections: want new or keepalive:N with N from 1 to %d, got %q", MaxKeepAlive, s)
+}
+
+// String is the form ParseConnections reads.
+func (c Connections) String() string {
+	if c.KeepAlive == 0 {
+		return "new"
+	}
+	return "keepalive:" + strconv.Itoa(c.KeepAlive)
+}
+
+// TrackBy tells a canary pod from a stable one, for any tool's pods: a pod
+// is canary when its label LabelKey is LabelValue ("label:KEY=VALUE"), or,
+// with Image set, when the version it answers, the demo app's image tag,
+// is Image ("image:TAG"). Every other pod that answers is stable.
+type TrackBy struct {
+	LabelKey, LabelValue string
+	Image                string
+}
+
+// DefaultTrackBy is fledge's own marking: label:fledge.dev/track=canary.
+var DefaultTrackBy = TrackBy{LabelKey: rollout.LabelTrack, LabelValue: rollout.TrackCanary}
+
+// imageTag is what a container image's tag may be.
+var imageTag = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+
+// ParseTrackBy reads --track-by: "label:KEY=VALUE" (a label key and value
+// as Kubernetes allows them) or "image:TAG".
+func ParseTrackBy(s string) (TrackBy, error) {
+	if tag, ok := strings.CutPrefix(s, "image:"); ok && imageTag.MatchString(tag) {
+		return TrackBy{Image: tag}, nil
+	}
+	if kv, ok := strings.CutPrefix(s, "label:"); ok {
+		key, value, ok := strings.Cut(kv, "=")
+		if b := (TrackBy{LabelKey: key, LabelValue: value}); ok && b.valid() {
+			return b, nil
+		}
+	}
+	return TrackBy{}, fmt.Errorf("--track-by: want label:KEY=VALUE (such as %s) or image:TAG (such as image:v2), got %q", DefaultTrackBy, s)
+}
+
+// String is the form ParseTrackBy reads.
+func (b TrackBy) String() string {
+	if b.Image != "" {
+		return "image:" + b.Image
+	}
+	return "label:" + b.LabelKey + "=" + b.LabelValue
+}
+
+func (b TrackBy) valid() bool {
+	if b.Image != "" {
+		return b.LabelKey == "" && b.LabelValue == "" && imageTag.MatchString(b.Image)
+	}
+	return len(validation.IsQualifiedName(b.LabelKey)) == 0 && len(validation.IsValidLabelValue(b.LabelValue)) == 0
+}
+
+// track is the track of a pod that answered version: "" when it takes the
+// pod's labels and those are not known (found false).
+func (b TrackBy) track(version string, labels map[string]string, found bool) string {
+	canary := false
+	switch {
+	case b.Image != "":
+		canary = version == b.Image
+	case !found:
+		return ""
+	default:
+		v, ok := labels[b.LabelKey]
+		canary = ok && v == b.LabelValue
+	}
+	if canary {
+		return rollout.TrackCanary
+	}
+	return rollout.TrackStable
 }
 
 // Counts are requests and how many of them failed.
@@ -79,19 +189,36 @@ type Counts struct {
 	Errors   int
 }
 
-// TrafficStats are the requests that completed in a period, by the track of
-// the pod that answered (rollout.LabelTrack; rollout.TrackStable when absent).
+func (c *Counts) add(failed bool) {
+	c.Requests++
+	if failed {
+		c.Errors++
+	}
+}
+
+// TrafficStats are the requests that completed in a period, by the pod that
+// answered and by its track (TrackBy). Every request is in exactly one of
+// Tracks, Untracked and NoEndpoint; every request a pod answered is in Pods
+// too.
 type TrafficStats struct {
 	From, To time.Time
-	Tracks   map[string]Counts
-	// NoEndpoint counts requests sent while the Service had no ready
-	// endpoint with a port: users saw them fail, and no pod saw them.
+	// Tracks counts the answers by the track of the pod that gave them.
+	Tracks map[string]Counts
+	// Pods counts the answers by the pod that gave them, as it named itself.
+	Pods map[string]Counts
+	// Untracked counts the answers of pods whose labels the generator has
+	// not seen yet (TrackBy by label only): in Pods, not in Tracks.
+	Untracked Counts
+	// NoEndpoint counts the requests no pod answered, or whose answer did
+	// not say which pod gave it: refused (kube-proxy rejects connections to
+	// a Service without ready endpoints), reset or timed out. Users saw
+	// them fail.
 	NoEndpoint int
 }
 
 // Requests is every request of the period, NoEndpoint included.
 func (s TrafficStats) Requests() int {
-	n := s.NoEndpoint
+	n := s.NoEndpoint + s.Untracked.Requests
 	for _, c := range s.Tracks {
 		n += c.Requests
 	}
@@ -101,21 +228,25 @@ func (s TrafficStats) Requests() int {
 // Errors is every request of the period that users saw fail, NoEndpoint
 // included.
 func (s TrafficStats) Errors() int {
-	n := s.NoEndpoint
+	n := s.NoEndpoint + s.Untracked.Errors
 	for _, c := range s.Tracks {
 		n += c.Errors
 	}
 	return n
 }
 
-// Share is the share of the requests that reached a pod which reached a pod
-// of track: what the replica math predicts. It is 0 when none reached a pod.
+// Share is the share of the requests answered by a pod of a known track
+// that a pod of track answered: what the replica math predicts. It is 0
+// when no such request completed.
 func (s TrafficStats) Share(track string) float64 {
-	reached := s.Requests() - s.NoEndpoint
-	if reached == 0 {
+	tracked := 0
+	for _, c := range s.Tracks {
+		tracked += c.Requests
+	}
+	if tracked == 0 {
 		return 0
 	}
-	return float64(s.Tracks[track].Requests) / float64(reached)
+	return float64(s.Tracks[track].Requests) / float64(tracked)
 }
 
 // String is one line: requests and errors per track (stable first), then
@@ -123,12 +254,15 @@ func (s TrafficStats) Share(track string) float64 {
 // "stable 750 req 0 err | canary 250 req 250 err | canary share 25.0%".
 func (s TrafficStats) String() string {
 	var parts []string
-	for _, track := range s.trackNames() {
+	for _, track := range s.TrackNames() {
 		c := s.Tracks[track]
 		parts = append(parts, fmt.Sprintf("%s %d req %d err", track, c.Requests, c.Errors))
 	}
+	if s.Untracked.Requests > 0 {
+		parts = append(parts, fmt.Sprintf("pod not seen yet %d req %d err", s.Untracked.Requests, s.Untracked.Errors))
+	}
 	if s.NoEndpoint > 0 {
-		parts = append(parts, fmt.Sprintf("no endpoint %d req", s.NoEndpoint))
+		parts = append(parts, fmt.Sprintf("no pod answered %d req", s.NoEndpoint))
 	}
 	if len(parts) == 0 {
 		parts = append(parts, "no requests")
@@ -137,8 +271,8 @@ func (s TrafficStats) String() string {
 	return strings.Join(parts, " | ")
 }
 
-// trackNames lists the tracks seen, stable first, then by name.
-func (s TrafficStats) trackNames() []string {
+// TrackNames lists the tracks seen, stable first, then by name.
+func (s TrafficStats) TrackNames() []string {
 	var names []string
 	for t := range s.Tracks {
 		names = append(names, t)
@@ -152,35 +286,70 @@ func (s TrafficStats) trackNames() []string {
 	return names
 }
 
+// PodNames lists the pods that answered, by name.
+func (s TrafficStats) PodNames() []string {
+	var names []string
+	for p := range s.Pods {
+		names = append(names, p)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// outcome is what one request got: the pod that answered ("" when none did
+// or its answer did not say) and that pod's track ("" when not known).
+type outcome struct {
+	pod, track string
+	failed     bool
+}
+
 // add counts one completed request.
-func (s *TrafficStats) add(track string, failed bool) {
-	if track == "" {
+func (s *TrafficStats) add(o outcome) {
+	if o.pod == "" {
 		s.NoEndpoint++
 		return
 	}
-	if s.Tracks == nil {
-		s.Tracks = map[string]Counts{}
+	addTo(&s.Pods, o.pod, Counts{Requests: 1, Errors: boolInt(o.failed)})
+	if o.track == "" {
+		s.Untracked.add(o.failed)
+		return
 	}
-	c := s.Tracks[track]
-	c.Requests++
-	if failed {
-		c.Errors++
-	}
-	s.Tracks[track] = c
+	addTo(&s.Tracks, o.track, Counts{Requests: 1, Errors: boolInt(o.failed)})
 }
 
 // merge adds the counts of o.
 func (s *TrafficStats) merge(o TrafficStats) {
 	s.NoEndpoint += o.NoEndpoint
+	s.Untracked.Requests += o.Untracked.Requests
+	s.Untracked.Errors += o.Untracked.Errors
 	for track, c := range o.Tracks {
-		if s.Tracks == nil {
-			s.Tracks = map[string]Counts{}
-		}
-		sum := s.Tracks[track]
-		sum.Requests += c.Requests
-		sum.Errors += c.Errors
-		s.Tracks[track] = sum
+		addTo(&s.Tracks, track, c)
 	}
+	for pod, c := range o.Pods {
+		addTo(&s.Pods, pod, c)
+	}
+}
+
+func addTo(m *map[string]Counts, key string, c Counts) {
+	if *m == nil {
+		*m = map[string]Counts{}
+	}
+	sum := (*m)[key]
+	sum.Requests += c.Requests
+	sum.Errors += c.Errors
+	(*m)[key] = sum
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// period is an empty TrafficStats of [from, to).
+func period(from, to time.Time) TrafficStats {
+	return TrafficStats{From: from, To: to, Tracks: map[string]Counts{}, Pods: map[string]Counts{}}
 }
 
 // Snapshot returns the counts of every request completed since Run started.
@@ -204,7 +373,7 @@ func (t *Traffic) Window(since time.Time) TrafficStats {
 func (t *Traffic) Between(from, to time.Time) TrafficStats {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	total := TrafficStats{From: from, To: to, Tracks: map[string]Counts{}}
+	total := period(from, to)
 	for _, s := range t.seconds {
 		if !s.From.Before(from) && !s.To.After(to) {
 			total.merge(s)
@@ -220,7 +389,7 @@ func (t *Traffic) Seconds() []TrafficStats {
 	defer t.mu.Unlock()
 	out := make([]TrafficStats, len(t.seconds))
 	for i, s := range t.seconds {
-		out[i] = TrafficStats{From: s.From, To: s.To, Tracks: map[string]Counts{}}
+		out[i] = period(s.From, s.To)
 		out[i].merge(s)
 	}
 	return out
@@ -228,7 +397,7 @@ func (t *Traffic) Seconds() []TrafficStats {
 
 // sum adds up the seconds starting at or after since; t.mu is held.
 func (t *Traffic) sum(since time.Time) TrafficStats {
-	total := TrafficStats{From: since, To: time.Now(), Tracks: map[string]Counts{}}
+	total := period(since, time.Now())
 	for _, s := range t.seconds {
 		if !s.From.Before(since) {
 			total.merge(s)
@@ -238,21 +407,21 @@ func (t *Traffic) sum(since time.Time) TrafficStats {
 }
 
 // record counts a request that completed at done.
-func (t *Traffic) record(done time.Time, track string, failed bool) {
+func (t *Traffic) record(done time.Time, o outcome) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	i := max(int(done.Sub(t.start)/time.Second), 0)
 	for len(t.seconds) <= i {
 		from := t.start.Add(time.Duration(len(t.seconds)) * time.Second)
-		t.seconds = append(t.seconds, TrafficStats{From: from, To: from.Add(time.Second), Tracks: map[string]Counts{}})
+		t.seconds = append(t.seconds, period(from, from.Add(time.Second)))
 	}
-	t.seconds[i].add(track, failed)
+	t.seconds[i].add(o)
 	if t.lastAt == nil {
 		t.lastAt, t.errorsAt = map[string]time.Time{}, map[string][]time.Time{}
 	}
-	t.lastAt[track] = done
-	if failed {
-		t.errorsAt[track] = append(t.errorsAt[track], done)
+	t.lastAt[o.track] = done
+	if o.failed {
+		t.errorsAt[o.track] = append(t.errorsAt[o.track], done)
 	}
 }
 
@@ -282,137 +451,145 @@ func (t *Traffic) second(i int) TrafficStats {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	from := t.start.Add(time.Duration(i) * time.Second)
-	s := TrafficStats{From: from, To: from.Add(time.Second), Tracks: map[string]Counts{}}
+	s := period(from, from.Add(time.Second))
 	if i < len(t.seconds) {
 		s.merge(t.seconds[i])
 	}
 	return s
 }
 
-// target is a ready endpoint of the Service, resolved to its pod.
-type target struct {
-	pod   string
-	track string
-	port  int
-}
-
-// targets resolves the ready endpoints of a Service's EndpointSlices to the
-// pods behind them, as kube-proxy would pick from: an endpoint whose Ready
-// condition is unset counts as ready (kube-proxy's reading), one listed in
-// two slices counts once, and one whose pod has no valid PortAnnotation yet
-// is skipped: in the lab that pod has no process, like a pod whose
-// readiness probe has not passed.
-func targets(slices []*discoveryv1.EndpointSlice, pod func(name string) *corev1.Pod) []target {
-	seen := map[string]bool{}
-	var out []target
-	for _, s := range slices {
-		for _, e := range s.Endpoints {
-			if e.Conditions.Ready != nil && !*e.Conditions.Ready {
-				continue
-			}
-			if e.TargetRef == nil || e.TargetRef.Kind != "Pod" || seen[e.TargetRef.Name] {
-				continue
-			}
-			p := pod(e.TargetRef.Name)
-			if p == nil {
-				continue
-			}
-			port, err := strconv.Atoi(p.Annotations[PortAnnotation])
-			if err != nil || port < 1 || port > 65535 {
-				continue
-			}
-			seen[e.TargetRef.Name] = true
-			track := p.Labels[rollout.LabelTrack]
-			if track == "" {
-				track = rollout.TrackStable
-			}
-			out = append(out, target{pod: p.Name, track: track, port: port})
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].pod < out[j].pod })
-	return out
-}
-
 // Run sends the traffic until ctx ends, then waits for the requests in
 // flight (at most requestTimeout) and returns nil. It returns an error when
-// rps is out of range or the Service does not exist.
+// an option is out of range, or the Service does not exist or has no
+// ClusterIP and port the lab's node network routes.
 func (t *Traffic) Run(ctx context.Context) error {
 	if t.rps < 1 || t.rps > MaxRPS {
 		return fmt.Errorf("traffic: rps %d is not between 1 and %d", t.rps, MaxRPS)
 	}
-	if _, err := t.client.CoreV1().Services(t.namespace).Get(ctx, t.service, metav1.GetOptions{}); err != nil {
+	if k := t.Connections.KeepAlive; k < 0 || k > MaxKeepAlive {
+		return fmt.Errorf("traffic: %s: want from 1 to %d kept-alive connections", t.Connections, MaxKeepAlive)
+	}
+	trackBy := t.TrackBy
+	if trackBy == (TrackBy{}) {
+		trackBy = DefaultTrackBy
+	}
+	if !trackBy.valid() {
+		return fmt.Errorf("traffic: track by %s: want label:KEY=VALUE or image:TAG", trackBy)
+	}
+	svc, err := t.client.CoreV1().Services(t.namespace).Get(ctx, t.service, metav1.GetOptions{})
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return fmt.Errorf("traffic: service %s/%s: %w", t.namespace, t.service, err)
 	}
-	pick, stop, err := t.watch(ctx)
-	if err != nil || ctx.Err() != nil {
-		return err
+	addr, err := serviceAddress(svc)
+	if err != nil {
+		return fmt.Errorf("traffic: service %s/%s: %w", t.namespace, t.service, err)
 	}
-	defer stop()
-	t.send(ctx, pick)
+	if err := allowed(addr.Addr()); err != nil {
+		return fmt.Errorf("traffic: service %s/%s: %w", t.namespace, t.service, err)
+	}
+	labels := func(string) (map[string]string, bool) { return nil, false }
+	if trackBy.Image == "" {
+		pods, stop, err := t.watchPods(ctx)
+		if err != nil || ctx.Err() != nil {
+			return err
+		}
+		defer stop()
+		labels = pods.labels
+	}
+	t.send(ctx, "http://"+addr.String()+"/", func(pod, version string) string {
+		l, found := labels(pod)
+		return trackBy.track(version, l, found)
+	}, trafficClient(t.Connections, &t.opened))
 	return nil
 }
 
-// watch starts informers on the Service's EndpointSlices and the pods of
-// its namespace, and returns a function that picks a target at random (nil
-// when there is none) and one that stops the informers.
-func (t *Traffic) watch(ctx context.Context) (func() *target, func(), error) {
+// Opened is how many TCP connections Run has opened so far: one per request
+// with new connections; with keepalive:N at most N, fewer when fewer
+// requests were ever in flight at once (a pool opens connections as it
+// needs them, as services' client pools do), more when the pool had to
+// replace a connection that broke.
+func (t *Traffic) Opened() int { return int(t.opened.Load()) }
+
+// serviceAddress is where a client of svc connects: its ClusterIP and
+// first port.
+func serviceAddress(svc *corev1.Service) (netip.AddrPort, error) {
+	ip, err := netip.ParseAddr(svc.Spec.ClusterIP)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("no ClusterIP (%q): send to a Service of type ClusterIP, not a headless one", svc.Spec.ClusterIP)
+	}
+	if len(svc.Spec.Ports) == 0 {
+		return netip.AddrPort{}, errors.New("no port")
+	}
+	return netip.AddrPortFrom(ip, uint16(svc.Spec.Ports[0].Port)), nil
+}
+
+// podLabels remembers the labels of every pod of the namespace seen since
+// Run started. It forgets none: a pod's process still answers on its
+// kept-alive connections for a moment after the pod object is gone (the
+// pod runner drains it), and those answers belong to the pod's track.
+type podLabels struct {
+	mu     sync.Mutex
+	byName map[string]map[string]string
+}
+
+func (p *podLabels) set(obj any) {
+	if pod, ok := obj.(*corev1.Pod); ok {
+		p.mu.Lock()
+		p.byName[pod.Name] = pod.Labels
+		p.mu.Unlock()
+	}
+}
+
+// labels returns the labels of the pod named name, and whether it was seen.
+// A pod that answers before the informer has seen it (a watch event late by
+// a few milliseconds) is not guessed stable: its answers are counted by its
+// name only (TrafficStats.Untracked) until the pod is seen, so a canary's
+// first answers cannot lower its share.
+func (p *podLabels) labels(name string) (map[string]string, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l, ok := p.byName[name]
+	return l, ok
+}
+
+// watchPods starts an informer on the pods of the namespace and returns
+// their labels as it sees them, and a function that stops it.
+func (t *Traffic) watchPods(ctx context.Context) (*podLabels, func(), error) {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	podFactory := informers.NewSharedInformerFactoryWithOptions(t.client, 0, informers.WithNamespace(t.namespace))
-	sliceFactory := informers.NewSharedInformerFactoryWithOptions(t.client, 0, informers.WithNamespace(t.namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.LabelSelector = discoveryv1.LabelServiceName + "=" + t.service
-		}))
-	pods := podFactory.Core().V1().Pods()
-	slices := sliceFactory.Discovery().V1().EndpointSlices()
-	podInformer, sliceInformer := pods.Informer(), slices.Informer()
+	factory := informers.NewSharedInformerFactoryWithOptions(t.client, 0, informers.WithNamespace(t.namespace))
+	informer := factory.Core().V1().Pods().Informer()
+	pods := &podLabels{byName: map[string]map[string]string{}}
+	_, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    pods.set,
+		UpdateFunc: func(_, obj any) { pods.set(obj) },
+	})
 	stop := func() {
 		cancel()
-		podFactory.Shutdown()
-		sliceFactory.Shutdown()
+		factory.Shutdown()
 	}
-	podFactory.Start(runCtx.Done())
-	sliceFactory.Start(runCtx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), podInformer.HasSynced, sliceInformer.HasSynced) {
+	if err != nil {
+		stop()
+		return nil, nil, fmt.Errorf("traffic: watch the pods of %s: %w", t.namespace, err)
+	}
+	factory.Start(runCtx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
 		stop()
 		if ctx.Err() != nil {
 			return nil, nil, nil
 		}
-		return nil, nil, fmt.Errorf("traffic: the endpoints of %s/%s were not listed", t.namespace, t.service)
+		return nil, nil, fmt.Errorf("traffic: the pods of %s were not listed", t.namespace)
 	}
-	return picker(slices.Lister().EndpointSlices(t.namespace), pods.Lister().Pods(t.namespace)), stop, nil
-}
-
-// picker chooses a target uniformly among the ready ones, from the
-// informers' caches at the moment of the request.
-func picker(slices discoverylisters.EndpointSliceNamespaceLister, pods corelisters.PodNamespaceLister) func() *target {
-	return func() *target {
-		list, err := slices.List(labels.Everything())
-		if err != nil {
-			return nil
-		}
-		ts := targets(list, func(name string) *corev1.Pod {
-			p, err := pods.Get(name)
-			if err != nil {
-				return nil
-			}
-			return p
-		})
-		if len(ts) == 0 {
-			return nil
-		}
-		return &ts[rand.IntN(len(ts))]
-	}
+	return pods, stop, nil
 }
 
 // send paces the requests: every 10ms it sends those due by then, so a
 // second holds rps requests whatever the tick's jitter. Requests run
 // concurrently; they are not cancelled when ctx ends (a user does not hang
 // up because the test is over) but end within requestTimeout.
-func (t *Traffic) send(ctx context.Context, pick func() *target) {
-	client := loopbackClient(t.rps)
+func (t *Traffic) send(ctx context.Context, url string, track func(pod, version string) string, client *http.Client) {
 	defer client.CloseIdleConnections()
 	reqCtx := context.WithoutCancel(ctx)
 
@@ -432,15 +609,14 @@ func (t *Traffic) send(ctx context.Context, pick func() *target) {
 		case now := <-tick.C:
 			due := int(now.Sub(start).Seconds() * float64(t.rps))
 			for ; sent < due; sent++ {
-				target := pick()
-				inflight.Go(func() { t.request(reqCtx, client, target) })
+				inflight.Go(func() { t.record(time.Now(), request(reqCtx, client, url, track)) })
 			}
 		}
 	}
 	inflight.Wait()
 	if n := <-reported; t.OnSecond != nil {
 		// What completed after the last full second, up to now.
-		last := TrafficStats{From: start.Add(time.Duration(n) * time.Second), To: time.Now(), Tracks: map[string]Counts{}}
+		last := period(start.Add(time.Duration(n)*time.Second), time.Now())
 		t.mu.Lock()
 		for i := n; i < len(t.seconds); i++ {
 			last.merge(t.seconds[i])
@@ -479,47 +655,116 @@ func (t *Traffic) reportEverySecond(ctx context.Context, start time.Time) <-chan
 	return reported
 }
 
-// request sends one request and counts it. No target: the Service had no
-// ready endpoint, and the user saw an error.
-func (t *Traffic) request(ctx context.Context, client *http.Client, target *target) {
-	if target == nil {
-		t.record(time.Now(), "", true)
-		return
-	}
+// request sends one GET to url and says who answered: the pod the answer
+// names and its track (track), failed unless the answer is a 2xx.
+func request(ctx context.Context, client *http.Client, url string, track func(pod, version string) string) outcome {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	failed := true
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(target.port)+"/", nil)
-	if err == nil {
-		resp, err := client.Do(req)
-		if err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			failed = resp.StatusCode < 200 || resp.StatusCode > 299
-		}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return outcome{failed: true}
 	}
-	t.record(time.Now(), target.track, failed)
+	resp, err := client.Do(req)
+	if err != nil {
+		return outcome{failed: true}
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 512))
+	_, _ = io.Copy(io.Discard, resp.Body) // so a kept-alive connection is reused
+	resp.Body.Close()
+	version, pod, ok := parseAnswer(string(body))
+	if err != nil || !ok {
+		return outcome{failed: true}
+	}
+	return outcome{pod: pod, track: track(pod, version), failed: resp.StatusCode < 200 || resp.StatusCode > 299}
 }
 
-// loopbackClient is an HTTP client that can reach 127.0.0.1 only: its
-// dialer refuses any other address, so not even a bug sends traffic to a
-// pod IP. It keeps enough idle connections not to run out of ports at rps.
-func loopbackClient(rps int) *http.Client {
+// parseAnswer reads the demo app's answer, "ok <version> <pod>\n" or
+// "error <version> <pod>\n"; ok is false for anything else, an answer
+// without its pod included.
+func parseAnswer(body string) (version, pod string, ok bool) {
+	line, found := strings.CutSuffix(body, "\n")
+	f := strings.Split(line, " ")
+	if !found || len(f) != 3 || (f[0] != "ok" && f[0] != "error") || f[1] == "" || f[2] == "" {
+		return "", "", false
+	}
+	return f[1], f[2], true
+}
+
+// The only addresses traffic may go to (LAB.md, "The real data plane"):
+// the host's loopback and the lab's pod and Service blocks, the latter
+// only while a lab's veth pair routes them.
+var (
+	loopback   = netip.MustParseAddr("127.0.0.1")
+	labBlocks  = []netip.Prefix{netip.MustParsePrefix("198.18.0.0/16"), netip.MustParsePrefix("198.19.0.0/16")}
+	labUplinks = netip.MustParsePrefix("198.19.255.0/24") // the host ends of the labs' veth pairs
+)
+
+// allowed says why traffic must not go to ip, or nil when it may. An
+// address of the lab's blocks is refused unless the host routes it through
+// a lab's veth pair (the route's source is the pair's host end): with no
+// lab running, 198.19.x would go out through the default route.
+func allowed(ip netip.Addr) error {
+	ip = ip.Unmap()
+	if ip == loopback {
+		return nil
+	}
+	inLab := false
+	for _, b := range labBlocks {
+		inLab = inLab || b.Contains(ip)
+	}
+	if !inLab {
+		return fmt.Errorf("%s is not an address of the lab: traffic goes to 127.0.0.1, 198.18.0.0/16 and 198.19.0.0/16 only", ip)
+	}
+	src, err := routeSource(ip)
+	if err != nil || !labUplinks.Contains(src) {
+		return fmt.Errorf("%s is not routed to a lab's node network (no lab running?): traffic goes there only through it", ip)
+	}
+	return nil
+}
+
+// routeSource is the host's source address for ip, as the kernel's routing
+// table chooses it; connecting a UDP socket sends nothing.
+func routeSource(ip netip.Addr) (netip.Addr, error) {
+	c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 9)))
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap(), nil
+}
+
+// trafficClient is the HTTP/1.1 client of the traffic: a new connection per
+// request, or a pool of c.KeepAlive connections reused. Its dialer refuses
+// every address that allowed refuses, so not even a bug sends traffic
+// elsewhere, and counts the connections it opens in opened.
+func trafficClient(c Connections, opened *atomic.Int64) *http.Client {
 	dialer := &net.Dialer{
 		Timeout: time.Second,
 		Control: func(_, address string, _ syscall.RawConn) error {
-			host, _, err := net.SplitHostPort(address)
-			if err != nil || host != "127.0.0.1" {
-				return fmt.Errorf("traffic goes to 127.0.0.1 only, not %s", address)
+			ap, err := netip.ParseAddrPort(address)
+			if err != nil {
+				return fmt.Errorf("traffic goes to 127.0.0.1, 198.18.0.0/16 and 198.19.0.0/16 only, not %s", address)
 			}
-			return nil
+			return allowed(ap.Addr())
 		},
 	}
-	return &http.Client{Transport: &http.Transport{
-		Proxy:               nil,
-		DialContext:         dialer.DialContext,
-		MaxIdleConnsPerHost: min(rps, 100),
-		IdleConnTimeout:     30 * time.Second,
-		DisableCompression:  true,
-	}}
+	transport := &http.Transport{
+		Proxy: nil,
+		DialContext: func(ctx context.Context, network, address string) (net.Conn, error) {
+			conn, err := dialer.DialContext(ctx, network, address)
+			if err == nil {
+				opened.Add(1)
+			}
+			return conn, err
+		},
+		DisableCompression: true,
+		DisableKeepAlives:  c.KeepAlive == 0,
+		IdleConnTimeout:    90 * time.Second,
+	}
+	if c.KeepAlive > 0 {
+		transport.MaxConnsPerHost = c.KeepAlive
+		transport.MaxIdleConnsPerHost = c.KeepAlive
+		transport.MaxIdleConns = c.KeepAlive
+	}
+	return &http.Client{Transport: transport}
 }
