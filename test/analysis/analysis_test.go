@@ -1,7 +1,7 @@
 // Package analysis runs rollouts judged by real metrics: demo pods that
-// answer on 127.0.0.1, a real Prometheus scraping them, traffic spread over
-// the Service's endpoints as kube-proxy spreads it, and the manager built
-// from this checkout.
+// answer on their own IPs in the lab's node network, a real Prometheus
+// scraping them there, traffic sent to the Service's ClusterIP through a
+// real kube-proxy, and the manager built from this checkout.
 package analysis
 
 import (

@@ -12,7 +12,8 @@
 //
 // or, with a 500, "error <version> <pod>": a client behind a Service counts
 // the answers by the pod that gave them (without POD_NAME, the line ends
-// after the version). Its behaviour comes from the environment, as a
+// after the version). GET /pod answers the pod's name alone and is not
+// counted, for probes that must tell pods apart through a Service. Its behaviour comes from the environment, as a
 // container's would:
 //
 //	PORT          port to listen on (required)

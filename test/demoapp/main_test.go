@@ -121,15 +121,18 @@ func dice(values ...float64) func() float64 {
 
 func TestHealthyAppAnswersOKAndCountsOnlyItsPage(t *testing.T) {
 	now := time.Unix(0, 0)
-	a := newApp(config{version: "v1"}, func() time.Time { return now }, dice(0))
+	a := newApp(config{version: "v1", pod: "web-1"}, func() time.Time { return now }, dice(0))
 	h := a.handler()
 	for range 3 {
 		code, body := get(t, h, "/")
 		assert.Equal(t, http.StatusOK, code)
-		assert.Equal(t, "ok v1\n", body)
+		assert.Equal(t, "ok v1 web-1\n", body)
 	}
 	code, _ := get(t, h, "/other")
 	assert.Equal(t, http.StatusNotFound, code)
+	code, body := get(t, h, "/pod")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, "web-1\n", body, "/pod names the pod, uncounted")
 
 	assert.Equal(t, []string{
 		`http_requests_total{code="200"} 3`,

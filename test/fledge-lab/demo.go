@@ -287,16 +287,17 @@ func (d *demoRun) servingPods(ctx context.Context, tag string) ([]string, error)
 	if err != nil {
 		return nil, fmt.Errorf("demo: list the pods of web: %w", err)
 	}
-	return serving(pods.Items, lab.DemoImage+":"+tag), nil
+	return serving(pods.Items, lab.DemoImage+":"+tag, d.lab.DemoPIDs()), nil
 }
 
 // serving names the pods that run image, are Ready, are not being deleted
-// and have a demo process answering for them.
-func serving(pods []corev1.Pod, image string) []string {
+// and have a demo process answering for them (running, by
+// "namespace/name").
+func serving(pods []corev1.Pod, image string, running map[string]int) []string {
 	var names []string
 	for _, p := range pods {
 		if p.DeletionTimestamp == nil && len(p.Spec.Containers) > 0 && p.Spec.Containers[0].Image == image &&
-			podReady(&p) && p.Annotations[lab.PortAnnotation] != "" {
+			podReady(&p) && running[p.Namespace+"/"+p.Name] != 0 {
 			names = append(names, p.Name)
 		}
 	}

@@ -294,27 +294,31 @@ func TestUndone(t *testing.T) {
 }
 
 func TestServingAndReplaced(t *testing.T) {
-	pod := func(name, image string, ready bool, port string) corev1.Pod {
+	running := map[string]int{}
+	pod := func(name, image string, ready bool, pid int) corev1.Pod {
+		if pid != 0 {
+			running["demo/"+name] = pid
+		}
 		status := corev1.ConditionFalse
 		if ready {
 			status = corev1.ConditionTrue
 		}
 		return corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{lab.PortAnnotation: port}},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "demo"},
 			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: image}}},
 			Status:     corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: status}}},
 		}
 	}
-	deleting := pod("web-a-4", "fledge/demo:v2", true, "40004")
+	deleting := pod("web-a-4", "fledge/demo:v2", true, 404)
 	deleting.DeletionTimestamp = &metav1.Time{Time: time.Unix(1000, 0)}
 	pods := []corev1.Pod{
-		pod("web-a-1", "fledge/demo:v2", true, "40001"),
-		pod("web-a-2", "fledge/demo:v2", false, "40002"), // not Ready
-		pod("web-a-3", "fledge/demo:v2", true, ""),       // no demo process yet
+		pod("web-a-1", "fledge/demo:v2", true, 401),
+		pod("web-a-2", "fledge/demo:v2", false, 402), // not Ready
+		pod("web-a-3", "fledge/demo:v2", true, 0),    // no demo process yet
 		deleting,
-		pod("web-b-1", "fledge/demo:v3", true, "40005"), // another version
+		pod("web-b-1", "fledge/demo:v3", true, 405), // another version
 	}
-	assert.Equal(t, []string{"web-a-1"}, serving(pods, "fledge/demo:v2"))
+	assert.Equal(t, []string{"web-a-1"}, serving(pods, "fledge/demo:v2", running))
 
 	assert.Equal(t, 0, replaced([]string{"a", "b"}, []string{"b", "a"}))
 	assert.Equal(t, 1, replaced([]string{"a", "b"}, []string{"a", "c"}))

@@ -24,7 +24,11 @@ import (
 	"github.com/fledge-dev/fledge/test/lab"
 )
 
-const usage = `fledge-lab runs fledge's local lab: a real Kubernetes control plane on 127.0.0.1.
+const usage = `fledge-lab runs fledge's local lab: a real Kubernetes control plane on 127.0.0.1,
+and a real data plane: a node network (a network namespace of its own) with
+kube-proxy in it, pods on their own IPs from 198.18.0.0/16 and Services on
+ClusterIPs from 198.19.0.0/16. It needs Linux, root, ip and nft (iptables for
+--proxy-mode iptables); make tools installs nftables and iptables on Debian.
 
 Usage:
   fledge-lab up [flags]         start the lab and keep it running until Ctrl-C or SIGTERM
@@ -36,9 +40,10 @@ With --fledge, the lab also runs the fledge manager built from this checkout
 apiserver, so fledge can be tried with plain kubectl.
 
 With --prometheus, the lab also runs Prometheus, and stands in for every
-Running pod of the image fledge/demo:<tag> with the demo app (bin/demoapp)
-on 127.0.0.1; Prometheus scrapes those pods with the labels namespace, pod
-and track. Pod IPs (198.18.0.0/16) are never contacted.
+Running pod of the image fledge/demo:<tag> with the demo app (bin/demoapp),
+listening on the pod's IP and port in the node network; Prometheus scrapes
+the pods annotated prometheus.io/scrape there, with the labels namespace,
+pod and track.
 
 traffic sends --rps requests a second to a Service's ClusterIP and first
 port, from the host through the lab's node network, where kube-proxy picks a
@@ -145,6 +150,7 @@ func upFlags(opts *upOptions) *flag.FlagSet {
 	fs.StringVar(&opts.lab.BinDir, "bin-dir", "", "directory of the lab's programs (default: the checkout's bin/)")
 	fs.BoolVar(&opts.fledge, "fledge", false, "also run the fledge manager (bin/fledge) against the lab")
 	fs.BoolVar(&opts.prometheus, "prometheus", false, "also run Prometheus and the demo app (bin/demoapp) for fledge/demo pods")
+	fs.StringVar(&opts.lab.ProxyMode, "proxy-mode", "nftables", "kube-proxy's mode in the node network: nftables or iptables")
 	return fs
 }
 
@@ -184,6 +190,9 @@ func up(ctx context.Context, opts upOptions) error {
 	}
 	defer l.Stop()
 	fmt.Printf("fledge-lab: ready in %.1fs with %d nodes; logs in %s\n", time.Since(start).Seconds(), len(l.Nodes), l.Dir)
+	netns, _ := l.NodeNetwork()
+	pods, services := l.AddressBlocks()
+	fmt.Printf("fledge-lab: node network %s with kube-proxy (%s): pods on %s, Services on %s\n", netns, l.ProxyMode(), pods, services)
 	if manager != "" {
 		f, err := l.StartFledge(ctx, manager)
 		if err != nil {
@@ -192,8 +201,8 @@ func up(ctx context.Context, opts upOptions) error {
 		fmt.Printf("fledge-lab: fledge is running, webhooks at %s; its log: %s\n", f.WebhookURL, f.Log)
 	}
 	if opts.prometheus {
-		fmt.Printf("fledge-lab: pods of image %s:<tag> run the demo app on 127.0.0.1 (port in annotation %s); their log: %s\n",
-			lab.DemoImage, lab.PortAnnotation, filepath.Join(l.Dir, "pods.log"))
+		fmt.Printf("fledge-lab: pods of image %s:<tag> run the demo app on their own IPs in the node network %s; their log: %s\n",
+			lab.DemoImage, netns, filepath.Join(l.Dir, "pods.log"))
 		fmt.Printf("Prometheus: %s\n", l.PrometheusURL)
 	}
 	fmt.Printf("export KUBECONFIG=%s\n", l.Kubeconfig)

@@ -39,20 +39,14 @@ type Options struct {
 	// directory and uses it as DemoApp (when DemoApp is empty).
 	BuildDemoApp bool
 	// DemoApp is the path of the demo app (test/demoapp, see BuildDemoApp).
-	// When set, the lab runs it as a process on 127.0.0.1 for every Running
-	// pod of DemoImage and writes its port in PortAnnotation.
+	// When set, the lab runs it for every Running pod of DemoImage, as a
+	// process in the node network listening on the pod's IP and port.
 	DemoApp string
 	// Prometheus starts the lab's Prometheus, scraping the demo pods (see
 	// Lab.StartPrometheus and Lab.PrometheusURL).
 	Prometheus bool
-	// NodeNetwork runs the lab's data plane for real (LAB.md, "The real
-	// data plane"): a network namespace with kube-proxy in it, pods on
-	// their own addresses there, Services on ClusterIPs that kube-proxy
-	// routes. It needs Linux, root, ip and nft (ProxyMode iptables:
-	// iptables).
-	NodeNetwork bool
-	// ProxyMode is kube-proxy's mode: "nftables" (the default) or
-	// "iptables".
+	// ProxyMode is the mode of the node network's kube-proxy: "nftables"
+	// (the default) or "iptables".
 	ProxyMode string
 }
 
@@ -84,19 +78,13 @@ type Lab struct {
 	bins  string      // the lab's programs
 	pods  *podRunner  // with Options.DemoApp
 	prom  *promServer // once StartPrometheus ran
-	net   *nodeNet    // with Options.NodeNetwork
+	net   *nodeNet    // the node network
+	// proxyMode is kube-proxy's: nftables or iptables.
+	proxyMode string
 }
 
 // NodeAnnotation marks the Node objects kwok manages.
 const NodeAnnotation = "kwok.x-k8s.io/node"
-
-const (
-	podCIDR = "198.18.0.0/16" // pod addresses: reserved for benchmarking
-	// serviceCIDR holds the ClusterIPs of a lab without a node network,
-	// which nothing routes: the other half of the benchmarking block.
-	serviceCIDR = "198.19.0.0/16"
-	nodeIP      = "198.19.255.254" // the fake nodes' address, outside the pod range
-)
 
 // Start starts a lab and waits until the apiserver is ready and every node is
 // Ready. On error, everything already started is stopped again.
@@ -147,13 +135,13 @@ func (l *Lab) start(ctx context.Context, bins string, opts Options) error {
 		return err
 	}
 	etcdPort, peerPort, apiPort := ports[0], ports[1], ports[2]
-	pods, services, node := podCIDR, serviceCIDR, nodeIP
-	if opts.NodeNetwork {
-		if l.net, err = createNodeNet(ctx); err != nil {
-			return err
-		}
-		pods, services, node = l.net.Pods.String(), l.net.Services.String(), l.net.NodeIP.String()
+	// The data plane is real (LAB.md, "The real data plane"): a network
+	// namespace with kube-proxy in it, pods on their own addresses there,
+	// Services on ClusterIPs that kube-proxy routes.
+	if l.net, err = createNodeNet(ctx); err != nil {
+		return err
 	}
+	pods, services, node := l.net.Pods.String(), l.net.Services.String(), l.net.NodeIP.String()
 
 	ids := map[string]identity{}
 	users := []User{
@@ -309,10 +297,7 @@ func (l *Lab) start(ctx context.Context, bins string, opts Options) error {
 	if err := l.createNodes(ctx, opts.Nodes); err != nil {
 		return err
 	}
-	if l.net != nil {
-		return l.startKubeProxy(ctx, bins, opts.ProxyMode, "127.0.0.1:"+strconv.Itoa(apiPort))
-	}
-	return nil
+	return l.startKubeProxy(ctx, bins, opts.ProxyMode, "127.0.0.1:"+strconv.Itoa(apiPort))
 }
 
 // startKubeProxy runs kube-proxy in the node network, reaching the
@@ -325,6 +310,7 @@ func (l *Lab) startKubeProxy(ctx context.Context, bins, mode, api string) error 
 	if mode != "nftables" && mode != "iptables" {
 		return fmt.Errorf("lab: proxy mode %q: want nftables or iptables", mode)
 	}
+	l.proxyMode = mode
 	forwarder, err := l.net.ForwardTo(api)
 	if err != nil {
 		return err

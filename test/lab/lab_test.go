@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -242,7 +244,7 @@ func TestStopEndsEveryProcessAndRemovesTheDirectory(t *testing.T) {
 	l, err := lab.Start(t.Context(), lab.Options{Nodes: 1})
 	require.NoError(t, err)
 	pids := l.PIDs()
-	assert.Len(t, pids, 5, "etcd, apiserver, controller manager, scheduler, kwok")
+	assert.Len(t, pids, 6, "etcd, apiserver, controller manager, scheduler, kwok, kube-proxy")
 	l.Stop()
 	for name, pid := range pids {
 		assert.ErrorIs(t, syscall.Kill(pid, 0), syscall.ESRCH, "%s (pid %d) still runs", name, pid)
@@ -262,6 +264,7 @@ func demoDeployment(name, app, track, image string, replicas int32, env ...corev
 	}
 	d.Spec.Selector.MatchLabels = labels
 	d.Spec.Template.Labels = labels
+	d.Spec.Template.Annotations = map[string]string{"prometheus.io/scrape": "true", "prometheus.io/port": "8080"}
 	d.Spec.Template.Spec.Containers[0].Env = env
 	return d
 }
@@ -284,28 +287,60 @@ func demoApp(t *testing.T, ns string, stable, canary int32, canaryEnv ...corev1.
 	}
 	createWebService(t, ns)
 
-	return waitForDemoPods(t, ns, int(stable+canary))
+	pods := waitForDemoPods(t, ns, int(stable+canary))
+	routedToAll(t, ns, "web", pods)
+	return pods
+}
+
+// routedToAll waits until kube-proxy sends requests to the Service's
+// ClusterIP to every one of pods: it programs new endpoints a moment after
+// the EndpointSlice lists them.
+func routedToAll(t *testing.T, ns, service string, pods []corev1.Pod) {
+	t.Helper()
+	svc, err := theLab.Client.CoreV1().Services(ns).Get(t.Context(), service, metav1.GetOptions{})
+	require.NoError(t, err)
+	// /pod answers the pod's name and is not counted in the metrics.
+	url := "http://" + net.JoinHostPort(svc.Spec.ClusterIP, strconv.Itoa(int(svc.Spec.Ports[0].Port))) + "/pod"
+	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	eventually(t, "kube-proxy to route "+service+" to all its pods", func(ctx context.Context) (bool, error) {
+		seen := map[string]bool{}
+		for range 10 * len(pods) {
+			resp, err := client.Get(url)
+			if err != nil {
+				return false, nil
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			seen[strings.TrimSpace(string(body))] = true
+		}
+		for _, p := range pods {
+			if !seen[p.Name] {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
 }
 
 // waitForDemoPods waits until ns has want pods with app=web, each with a
-// process (a port annotation), and the Service "web" has want ready
-// endpoints; it returns those pods.
+// process, and the Service "web" has want ready endpoints; it returns those
+// pods.
 func waitForDemoPods(t *testing.T, ns string, want int) []corev1.Pod {
 	t.Helper()
 	var pods []corev1.Pod
-	eventually(t, fmt.Sprintf("%d ready endpoints whose pods have a port", want), func(ctx context.Context) (bool, error) {
+	eventually(t, fmt.Sprintf("%d ready endpoints whose pods have a process", want), func(ctx context.Context) (bool, error) {
 		list, err := theLab.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
 		if err != nil {
 			return false, err
 		}
 		pods = list.Items
-		annotated := 0
+		running, pids := 0, theLab.DemoPIDs()
 		for _, p := range pods {
-			if p.Annotations[lab.PortAnnotation] != "" {
-				annotated++
+			if pids[ns+"/"+p.Name] != 0 {
+				running++
 			}
 		}
-		return len(pods) == want && annotated == want && readyEndpoints(ctx, t, ns, "web") == want, nil
+		return len(pods) == want && running == want && readyEndpoints(ctx, t, ns, "web") == want, nil
 	})
 	return pods
 }
@@ -325,10 +360,10 @@ func readyEndpoints(ctx context.Context, t *testing.T, ns, service string) int {
 	return n
 }
 
-// getLoopback sends GET / to a demo pod's process.
-func getLoopback(t *testing.T, port string) (int, string) {
+// getPod sends GET / to a demo pod's process, on the pod's IP.
+func getPod(t *testing.T, p corev1.Pod) (int, string) {
 	t.Helper()
-	resp, err := http.Get("http://127.0.0.1:" + port + "/")
+	resp, err := http.Get("http://" + net.JoinHostPort(p.Status.PodIP, "8080") + "/")
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
@@ -336,7 +371,7 @@ func getLoopback(t *testing.T, port string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
-func TestDemoPodsAnswerOnLoopbackAndStopWithTheirPod(t *testing.T) {
+func TestDemoPodsAnswerOnTheirIPsAndStopWithTheirPod(t *testing.T) {
 	ctx := t.Context()
 	ns := "lab-demo"
 	pods := demoApp(t, ns, 2, 1, corev1.EnvVar{Name: "ERROR_RATE", Value: "1"})
@@ -344,14 +379,14 @@ func TestDemoPodsAnswerOnLoopbackAndStopWithTheirPod(t *testing.T) {
 
 	pids := theLab.DemoPIDs()
 	for _, p := range pods {
-		port := p.Annotations[lab.PortAnnotation]
-		code, body := getLoopback(t, port)
+		assert.True(t, podRange.Contains(netip.MustParseAddr(p.Status.PodIP)), "pod IP %s", p.Status.PodIP)
+		code, body := getPod(t, p)
 		if p.Labels[rollout.LabelTrack] == rollout.TrackCanary {
 			assert.Equal(t, http.StatusInternalServerError, code, p.Name)
-			assert.Equal(t, "error v2\n", body, p.Name)
+			assert.Equal(t, "error v2 "+p.Name+"\n", body, p.Name)
 		} else {
 			assert.Equal(t, http.StatusOK, code, p.Name)
-			assert.Equal(t, "ok v1\n", body, p.Name)
+			assert.Equal(t, "ok v1 "+p.Name+"\n", body, p.Name)
 		}
 		assert.NotZero(t, pids[ns+"/"+p.Name], "no process for %s", p.Name)
 	}
@@ -390,9 +425,6 @@ func TestDemoPodsAnswerOnLoopbackAndStopWithTheirPod(t *testing.T) {
 	}
 	_, crashRuns := theLab.DemoPIDs()[ns+"/crash"]
 	assert.False(t, crashRuns, "the failed pod has a process")
-	crash, err = c.CoreV1().Pods(ns).Get(ctx, "crash", metav1.GetOptions{})
-	require.NoError(t, err)
-	assert.NotContains(t, crash.Annotations, lab.PortAnnotation)
 }
 
 // TestTrafficSharesFollowPodCounts sends traffic to a Service over 3 stable

@@ -57,10 +57,13 @@ spec:
   template:
     metadata:
       labels: {%[4]s}
+      annotations: {prometheus.io/scrape: "true", prometheus.io/port: "8080"}
     spec:
       containers:
       - name: app
-        image: %[5]s:%[6]s%[7]s
+        image: %[5]s:%[6]s
+        ports:
+        - {name: http, containerPort: 8080}%[7]s
 ---
 apiVersion: v1
 kind: Service

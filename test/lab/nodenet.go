@@ -146,8 +146,8 @@ func (n *nodeNet) create(ctx context.Context) error {
 // AddPod puts a pod's address on the node network's loopback.
 func (n *nodeNet) AddPod(ctx context.Context, ip netip.Addr) error {
 	err := ipCmd(ctx, "-n", n.Namespace, "addr", "add", ip.String()+"/32", "dev", "lo")
-	if err != nil && strings.Contains(err.Error(), "File exists") {
-		return nil
+	if err != nil && (strings.Contains(err.Error(), "File exists") || strings.Contains(err.Error(), "already assigned")) {
+		return nil // left by a process that was stopped without its address
 	}
 	return err
 }
@@ -244,6 +244,14 @@ func ipCmd(ctx context.Context, args ...string) error {
 	}
 	return nil
 }
+
+// AddressBlocks are the lab's pod and Service address blocks.
+func (l *Lab) AddressBlocks() (pods, services netip.Prefix) {
+	return l.net.Pods, l.net.Services
+}
+
+// ProxyMode is the mode kube-proxy runs in.
+func (l *Lab) ProxyMode() string { return l.proxyMode }
 
 // NodeNetwork names the lab's network namespace and the host's end of its
 // veth pair; "" without Options.NodeNetwork.

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -18,7 +17,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -28,18 +26,15 @@ import (
 )
 
 // The lab's pod runner stands in for the container runtime of demo pods:
-// kwok makes pods Running with addresses nobody may contact, so for every
-// Running pod of the demo image the runner starts the demo app as a process
-// on 127.0.0.1 and tells the world where, in an annotation. Prometheus and
-// the traffic generator read that annotation; nothing reads pod IPs.
+// kwok makes pods Running with addresses from the lab's node network, and
+// for every Running pod of the demo image the runner puts that address on
+// the node network's loopback and starts the demo app there, listening on
+// the pod's IP and container port. kube-proxy, Prometheus and clients reach
+// it there as they would a container.
 
 // DemoImage is the image, without its tag, of the pods the runner stands in
 // for; the tag becomes the app's VERSION ("fledge/demo:v2" answers "ok v2").
 const DemoImage = "fledge/demo"
-
-// PortAnnotation holds the port on 127.0.0.1 of the process standing in for
-// a pod. A pod without it has no process (yet): not scraped, not sent traffic.
-const PortAnnotation = "lab.fledge.dev/port"
 
 // failingLabel is kwok's chaos stage: such a pod's container fails about a
 // second after it runs. Its pod gets no process, like a container that
@@ -78,7 +73,7 @@ func (l *Lab) DemoPIDs() map[string]int {
 type demoSpec struct {
 	uid types.UID
 	// ip and port are the pod's address and its container's first TCP
-	// port (8080 when it names none): where it listens in a node network.
+	// port (8080 when it names none): where it listens.
 	ip      netip.Addr
 	port    int
 	tag     string
@@ -149,10 +144,8 @@ func envFromName(from corev1.EnvFromSource) string {
 type demoProcess struct {
 	*process
 	uid types.UID
-	// addr is where it listens: 127.0.0.1:port, or the pod's IP and
-	// port in the node network.
+	// addr is where it listens: the pod's IP and port.
 	addr netip.AddrPort
-	port int
 	// leaving is when its pod was first seen going: the process drains
 	// until leaving+drain before it is stopped.
 	leaving time.Time
@@ -168,8 +161,7 @@ const drain = 2 * time.Second
 // "namespace/name", so one pod is never handled by two workers at once.
 type podRunner struct {
 	client kubernetes.Interface
-	// net, when set, is the lab's node network: a pod's process listens
-	// on the pod's own address there, and no port annotation is written.
+	// net is the lab's node network, where the processes run.
 	net   *nodeNet
 	bin   string
 	dir   string
@@ -184,8 +176,11 @@ type podRunner struct {
 	workers sync.WaitGroup
 	probe   *http.Client
 
-	mu     sync.Mutex
-	procs  map[string]*demoProcess
+	mu    sync.Mutex
+	procs map[string]*demoProcess
+	// addrs says which pod's process each address on the node network's
+	// loopback is for: kwok gives a gone pod's IP to a new pod at once.
+	addrs  map[netip.Addr]string
 	failed map[types.UID]bool // pods whose process would not run: not retried (a pod's env never changes)
 }
 
@@ -215,6 +210,7 @@ func (l *Lab) startPods(ctx context.Context, bin string) error {
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "lab-pods"}),
 		probe:  &http.Client{Timeout: time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}},
 		procs:  map[string]*demoProcess{},
+		addrs:  map[netip.Addr]string{},
 		failed: map[types.UID]bool{},
 		net:    l.net,
 	}
@@ -294,10 +290,10 @@ func (r *podRunner) sync(key string) error {
 			r.log.printf("runner: the process of %s (pid %d) ended on its own: %v; the pod gets no other", key, cur.cmd.Process.Pid, exitErr)
 			r.markFailed(cur.uid)
 			r.forget(key)
-			return r.unannotate(pod, cur.uid)
+			return nil
 		}
 		if want && cur.uid == spec.uid {
-			return r.annotate(pod, cur.port)
+			return nil
 		}
 		if going := pod == nil || pod.UID != cur.uid || pod.DeletionTimestamp != nil; going && r.ctx.Err() == nil {
 			if cur.leaving.IsZero() {
@@ -309,9 +305,6 @@ func (r *podRunner) sync(key string) error {
 			}
 		}
 		r.stop(key, cur, stopReason(pod, cur.uid))
-		if err := r.unannotate(pod, cur.uid); err != nil {
-			return err
-		}
 	}
 	if !want || r.hasFailed(spec.uid) || r.ctx.Err() != nil {
 		return nil
@@ -319,6 +312,7 @@ func (r *podRunner) sync(key string) error {
 	for _, s := range spec.skipped {
 		r.log.printf("runner: %s: env %s is not a literal value; the lab passes only literal values", key, s)
 	}
+	r.takeAddress(key, spec.ip)
 	p, err := r.startDemo(key, spec)
 	if err != nil {
 		r.log.printf("runner: %s: %v; the pod gets no process", key, err)
@@ -329,7 +323,25 @@ func (r *podRunner) sync(key string) error {
 	r.procs[key] = p
 	r.mu.Unlock()
 	r.log.printf("runner: %s (%s) runs as pid %d on %s", key, spec.tag, p.cmd.Process.Pid, p.addr)
-	return r.annotate(pod, p.port)
+	return nil
+}
+
+// takeAddress ends the drain of a process of a pod that is gone whose IP
+// kwok has already given to the pod of key: one address, one process.
+func (r *podRunner) takeAddress(key string, ip netip.Addr) {
+	r.mu.Lock()
+	var holder string
+	var held *demoProcess
+	for k, p := range r.procs {
+		if k != key && p.addr.Addr() == ip {
+			holder, held = k, p
+		}
+	}
+	r.addrs[ip] = key // so the holder's stop leaves the address on
+	r.mu.Unlock()
+	if held != nil {
+		r.stop(holder, held, "its IP "+ip.String()+" went to "+key)
+	}
 }
 
 // stopReason says, for the log, why a pod's process is stopped.
@@ -347,37 +359,10 @@ func stopReason(pod *corev1.Pod, uid types.UID) string {
 	return "the pod no longer runs the demo image"
 }
 
-// startDemo starts the demo app for a pod on a free port and waits until it
-// answers. A port taken between choosing and binding it is the one failure
-// worth another try; a bad env (exit status 2) is not.
+// startDemo puts the pod's address on the node network and starts its
+// process there, on the pod's IP and port, as the pod's container would,
+// and waits until it answers.
 func (r *podRunner) startDemo(key string, spec demoSpec) (*demoProcess, error) {
-	if r.net != nil {
-		return r.startInNodeNet(key, spec)
-	}
-	var last error
-	for range 3 {
-		ports, err := freePorts(1)
-		if err != nil {
-			return nil, err
-		}
-		p, err := r.launch(key, spec, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(ports[0])))
-		if err != nil {
-			return nil, err
-		}
-		if last = r.waitAnswering(p); last == nil {
-			return p, nil
-		}
-		p.stop(5 * time.Second)
-		if p.cmd.ProcessState != nil && p.cmd.ProcessState.ExitCode() != 1 {
-			break
-		}
-	}
-	return nil, last
-}
-
-// startInNodeNet puts the pod's address on the node network and starts its
-// process there, on the pod's IP and port, as the pod's container would.
-func (r *podRunner) startInNodeNet(key string, spec demoSpec) (*demoProcess, error) {
 	if !spec.ip.IsValid() {
 		return nil, errors.New("the pod has no IP yet")
 	}
@@ -402,10 +387,7 @@ func (r *podRunner) startInNodeNet(key string, spec demoSpec) (*demoProcess, err
 // output goes to the runner's log, each line prefixed with the pod.
 func (r *podRunner) launch(key string, spec demoSpec, addr netip.AddrPort) (*demoProcess, error) {
 	out := &prefixWriter{log: r.log, prefix: key + ": "}
-	cmd := exec.Command(r.bin)
-	if r.net != nil {
-		cmd = r.net.Command(r.bin)
-	}
+	cmd := r.net.Command(r.bin)
 	cmd.Dir = r.dir
 	cmd.Env = append(append([]string{}, spec.env...), "HOST="+addr.Addr().String(), "PORT="+strconv.Itoa(int(addr.Port())))
 	cmd.Stdout, cmd.Stderr = out, out
@@ -417,7 +399,6 @@ func (r *podRunner) launch(key string, spec demoSpec, addr netip.AddrPort) (*dem
 		process: &process{name: "demo " + key, cmd: cmd, logPath: r.log.path, done: make(chan struct{})},
 		uid:     spec.uid,
 		addr:    addr,
-		port:    int(addr.Port()),
 	}
 	go func() {
 		p.err = cmd.Wait()
@@ -451,40 +432,16 @@ func (r *podRunner) waitAnswering(p *demoProcess) error {
 	}
 }
 
-// annotate records the process's port on the pod, unless it is already there.
-func (r *podRunner) annotate(pod *corev1.Pod, port int) error {
-	if r.net != nil || pod.Annotations[PortAnnotation] == strconv.Itoa(port) {
-		return nil
-	}
-	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, PortAnnotation, strconv.Itoa(port))
-	_, err := r.client.CoreV1().Pods(pod.Namespace).Patch(r.ctx, pod.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil // deleted meanwhile: the delete event stops the process
-	}
-	if err != nil {
-		return fmt.Errorf("annotate with port %d: %w", port, err)
-	}
-	return nil
-}
-
-// unannotate removes the port of a stopped process from a pod that is still
-// there, so nobody scrapes or calls a port that no longer answers.
-func (r *podRunner) unannotate(pod *corev1.Pod, uid types.UID) error {
-	if pod == nil || pod.UID != uid || pod.DeletionTimestamp != nil || pod.Annotations[PortAnnotation] == "" || r.ctx.Err() != nil {
-		return nil
-	}
-	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:null}}}`, PortAnnotation)
-	_, err := r.client.CoreV1().Pods(pod.Namespace).Patch(r.ctx, pod.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
-	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("remove the port annotation: %w", err)
-	}
-	return nil
-}
-
 // stop ends a pod's process (SIGTERM, then kill after 5s) and forgets it.
 func (r *podRunner) stop(key string, p *demoProcess, why string) {
 	p.stop(5 * time.Second)
-	if r.net != nil {
+	r.mu.Lock()
+	owner := r.addrs[p.addr.Addr()] == key
+	if owner {
+		delete(r.addrs, p.addr.Addr())
+	}
+	r.mu.Unlock()
+	if owner {
 		if err := r.net.RemovePod(context.Background(), p.addr.Addr()); err != nil {
 			r.log.printf("runner: %s: %v", key, err)
 		}

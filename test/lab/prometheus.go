@@ -25,13 +25,13 @@ type promServer struct {
 	runs    int
 }
 
-// promConfig is the lab's Prometheus configuration. Pod discovery reads the
-// apiserver with the admin kubeconfig; relabelling keeps only pods with a
-// numeric PortAnnotation and sends the scrape to 127.0.0.1:<annotation>, so
-// no scrape ever goes to a pod IP (a pod without the annotation, or with
-// anything but a number in it, is dropped before its address is used).
-// Every series gets namespace, pod and track (rollout.LabelTrack,
-// rollout.TrackStable when absent), the labels fledge's queries select on.
+// promConfig is the lab's Prometheus configuration: the ordinary
+// kubernetes_sd_configs of role pod a user writes, keeping the pods that
+// ask to be scraped with the prometheus.io/scrape annotation and scraping
+// them on their own IP at their prometheus.io/port, through the lab's
+// node network. Every series gets namespace, pod and track
+// (rollout.LabelTrack, rollout.TrackStable when absent), the labels
+// fledge's queries select on.
 const promConfig = `global:
   scrape_interval: 2s
   scrape_timeout: 2s
@@ -42,13 +42,13 @@ scrape_configs:
       - role: pod
         kubeconfig_file: %q
     relabel_configs:
-      - source_labels: [__meta_kubernetes_pod_annotation_lab_fledge_dev_port]
-        regex: "[0-9]+"
+      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape]
+        regex: "true"
         action: keep
-      - source_labels: [__meta_kubernetes_pod_annotation_lab_fledge_dev_port]
-        regex: "([0-9]+)"
+      - source_labels: [__meta_kubernetes_pod_ip, __meta_kubernetes_pod_annotation_prometheus_io_port]
+        regex: "(.+);([0-9]+)"
         target_label: __address__
-        replacement: "127.0.0.1:$1"
+        replacement: "$1:$2"
       - source_labels: [__meta_kubernetes_namespace]
         target_label: namespace
       - source_labels: [__meta_kubernetes_pod_name]
@@ -73,7 +73,8 @@ func podLabelMeta(label string) string {
 }
 
 // StartPrometheus starts the lab's Prometheus (bin/prometheus) on
-// 127.0.0.1, scraping every demo pod every 2s, and waits until it is ready.
+// 127.0.0.1, scraping every pod annotated prometheus.io/scrape every 2s,
+// and waits until it is ready.
 // After StopPrometheus it starts again on the same port with the same data.
 // Options.Prometheus calls it from Start; Lab.Stop stops it. Starting it
 // while it runs does nothing.

@@ -15,7 +15,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fledge-dev/fledge/rollout"
-	"github.com/fledge-dev/fledge/test/lab"
 )
 
 // promQuery runs an instant query on the lab's Prometheus.
@@ -41,7 +40,7 @@ func TestPrometheusScrapesDemoPodsWithTheirTrack(t *testing.T) {
 		}
 		want[p.Name] = model.LabelSet{
 			"__name__":  "up",
-			"instance":  model.LabelValue("127.0.0.1:" + p.Annotations[lab.PortAnnotation]),
+			"instance":  model.LabelValue(p.Status.PodIP + ":8080"),
 			"job":       "lab-pods",
 			"namespace": model.LabelValue(ns),
 			"pod":       model.LabelValue(p.Name),
@@ -61,14 +60,15 @@ func TestPrometheusScrapesDemoPodsWithTheirTrack(t *testing.T) {
 	})
 	assert.Equal(t, want, got)
 
-	// Every target, of this test or any other, is scraped on loopback.
+	// Every target, of this test or any other, is scraped on its pod's IP
+	// in the lab's pod block.
 	client, err := promapi.NewClient(promapi.Config{Address: theLab.PrometheusURL})
 	require.NoError(t, err)
 	targets, err := promv1.NewAPI(client).Targets(t.Context())
 	require.NoError(t, err)
 	require.NotEmpty(t, targets.Active)
 	for _, target := range targets.Active {
-		assert.Regexp(t, `^http://127\.0\.0\.1:\d+/metrics$`, target.ScrapeURL)
+		assert.Regexp(t, `^http://198\.18\.\d+\.\d+:8080/metrics$`, target.ScrapeURL)
 	}
 }
 
