@@ -228,7 +228,7 @@ func (d *demoRun) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := d.afterRollback(ctx); err != nil {
+	if err := d.afterRollback(ctx, v3); err != nil {
 		return err
 	}
 	if v3.outcome.Failed() {
@@ -455,15 +455,30 @@ func (d *demoRun) kubectl(ctx context.Context, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// afterRollback shows a few seconds of traffic once v3 is cut: every
-// request on the stable version again, the seed's last row.
-func (d *demoRun) afterRollback(ctx context.Context) error {
+// afterRollback shows a few seconds of traffic once v3 is cut. kube-proxy
+// takes a moment to stop sending new connections to the canary's pods,
+// which keep answering while they drain: the demo says when the last
+// canary answer came after the cut, then shows every request on the stable
+// version again, the seed's last row.
+func (d *demoRun) afterRollback(ctx context.Context, r *release) error {
+	o := r.outcome
+	if !o.Failed() || len(o.History) == 0 || o.History[len(o.History)-1].Ended == nil {
+		return nil
+	}
+	cut := o.History[len(o.History)-1].Ended.Time
+	if err := sleep(ctx, 3*time.Second); err != nil {
+		return err
+	}
+	last := d.traffic.LastRequest(rollout.TrackCanary)
+	if last.After(cut) {
+		fmt.Fprintf(d.out, "fledge-lab: kube-proxy sent the canary its last request %s after the cut\n", last.Sub(cut).Round(10*time.Millisecond))
+	}
 	from := time.Now()
 	if err := sleep(ctx, 3*time.Second); err != nil {
 		return err
 	}
 	s, n := wholeSeconds(d.traffic, from)
-	fmt.Fprintf(d.out, "fledge-lab: users in %ds after the rollback: %s\n", n, failures(s))
+	fmt.Fprintf(d.out, "fledge-lab: users in %ds after that: %s\n", n, failures(s))
 	return nil
 }
 

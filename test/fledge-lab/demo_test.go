@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -68,7 +69,13 @@ func TestDemoPromotesV2RollsBackV3AtHalfAndUndoesIt(t *testing.T) {
 	require.Len(t, rows, 3, v2)
 	for i, weight := range []int{5, 25, 50} {
 		assert.Equal(t, weight, rows[i].weight, "v2 step %d", i+1)
-		assert.InDelta(t, rows[i].effective, rows[i].measured, 4, "v2 step %d: measured share vs effective weight", i+1)
+		// Through kube-proxy, each new connection goes to a ready endpoint
+		// at random: the measured share is binomial around the effective
+		// weight. 4 standard deviations, 3.3 to 3.7 points at the demo's
+		// 1,200 to 3,000 requests a step.
+		p, n := rows[i].effective/100, float64(rows[i].requests)
+		require.GreaterOrEqual(t, rows[i].requests, 1000, "v2 step %d", i+1)
+		assert.InDelta(t, rows[i].effective, rows[i].measured, 400*math.Sqrt(p*(1-p)/n), "v2 step %d: measured share vs effective weight, %d requests", i+1, rows[i].requests)
 		assert.Zero(t, rows[i].failed, "v2 step %d", i+1)
 	}
 	rows = stepRows(t, v3)
@@ -76,7 +83,8 @@ func TestDemoPromotesV2RollsBackV3AtHalfAndUndoesIt(t *testing.T) {
 	assert.Zero(t, rows[0].failed, "v3 is healthy at 5%")
 	assert.Zero(t, rows[1].failed, "v3 is healthy at 25%")
 	assert.Positive(t, rows[2].failed, "v3 fails at 50%")
-	assert.Regexp(t, `(?m)^fledge-lab: users in \ds after the rollback: \d+ requests, 0 failed \(0\.0%\): stable 0 of \d+$`, text)
+	assert.Regexp(t, `(?m)^fledge-lab: kube-proxy sent the canary its last request (\d+ms|[0-2]\.\d+s) after the cut$`, text)
+	assert.Regexp(t, `(?m)^fledge-lab: users in \ds after that: \d+ requests, 0 failed \(0\.0%\): stable 0 of \d+$`, text)
 
 	require.Contains(t, text, "\n== web holds v3: paused on the template applied, v2 serving ==\n")
 	hold := text[strings.Index(text, "\n== web holds v3"):strings.LastIndex(text, "== Summary ==\n")]
@@ -104,20 +112,21 @@ func TestDemoPromotesV2RollsBackV3AtHalfAndUndoesIt(t *testing.T) {
 type summaryRow struct {
 	weight              int
 	effective, measured float64
-	failed              int
+	requests, failed    int
 }
 
 // stepRows reads the step rows of one release's summary.
 func stepRows(t *testing.T, block string) []summaryRow {
 	t.Helper()
-	row := regexp.MustCompile(`(?m)^  \d\s+(\d+)%\s+\d+ of \d+\s+([\d.]+)%\s+([\d.]+)%\s+\d+\s+(\d+)\s+\S+$`)
+	row := regexp.MustCompile(`(?m)^  \d\s+(\d+)%\s+\d+ of \d+\s+([\d.]+)%\s+([\d.]+)%\s+(\d+)\s+(\d+)\s+\S+$`)
 	var rows []summaryRow
 	for _, m := range row.FindAllStringSubmatch(block, -1) {
 		var r summaryRow
 		r.weight, _ = strconv.Atoi(m[1])
 		r.effective, _ = strconv.ParseFloat(m[2], 64)
 		r.measured, _ = strconv.ParseFloat(m[3], 64)
-		r.failed, _ = strconv.Atoi(m[4])
+		r.requests, _ = strconv.Atoi(m[4])
+		r.failed, _ = strconv.Atoi(m[5])
 		rows = append(rows, r)
 	}
 	return rows

@@ -45,7 +45,7 @@ func TestUpServesKubectlAndCtrlCLeavesNothing(t *testing.T) {
 	require.NoError(t, up.Start())
 	defer up.Process.Kill()
 
-	var kubeconfig, labDir, fledgeLine, prometheusURL string
+	var kubeconfig, labDir, fledgeLine, prometheusURL, netns string
 	lines := bufio.NewScanner(stdout)
 	deadline := time.AfterFunc(3*time.Minute, func() { up.Process.Kill() })
 	defer deadline.Stop()
@@ -53,6 +53,9 @@ func TestUpServesKubectlAndCtrlCLeavesNothing(t *testing.T) {
 		line := lines.Text()
 		if strings.HasPrefix(line, "fledge-lab: fledge is running") {
 			fledgeLine = line
+		}
+		if rest, ok := strings.CutPrefix(line, "fledge-lab: node network "); ok {
+			netns = strings.Fields(rest)[0]
 		}
 		if u, ok := strings.CutPrefix(line, "Prometheus: "); ok {
 			prometheusURL = u
@@ -96,6 +99,10 @@ func TestUpServesKubectlAndCtrlCLeavesNothing(t *testing.T) {
 	assert.Empty(t, processesMentioning(filepath.Join(dir, "demoapp")), "demo processes still run")
 	_, err = os.Stat(labDir)
 	assert.True(t, os.IsNotExist(err), "lab directory %s remains", labDir)
+	require.NotEmpty(t, netns, "no node network line")
+	namespaces, err := exec.Command("ip", "netns", "list").CombinedOutput()
+	require.NoError(t, err, string(namespaces))
+	assert.NotRegexp(t, `(?m)^`+netns+`\b`, string(namespaces), "the node network remains")
 }
 
 // sendTraffic applies a Deployment of 2 demo pods and a Service with

@@ -502,15 +502,13 @@ func (t *Traffic) Run(ctx context.Context) error {
 	t.send(ctx, "http://"+addr.String()+"/", func(pod, version string) string {
 		l, found := labels(pod)
 		return trackBy.track(version, l, found)
-	}, trafficClient(t.Connections, &t.opened))
+	}, trafficClients(t.Connections, &t.opened))
 	return nil
 }
 
 // Opened is how many TCP connections Run has opened so far: one per request
-// with new connections; with keepalive:N at most N, fewer when fewer
-// requests were ever in flight at once (a pool opens connections as it
-// needs them, as services' client pools do), more when the pool had to
-// replace a connection that broke.
+// with new connections; with keepalive:N, N once every connection of the
+// pool was used, more when one had to be replaced (it broke).
 func (t *Traffic) Opened() int { return int(t.opened.Load()) }
 
 // serviceAddress is where a client of svc connects: its ClusterIP and
@@ -589,8 +587,16 @@ func (t *Traffic) watchPods(ctx context.Context) (*podLabels, func(), error) {
 // second holds rps requests whatever the tick's jitter. Requests run
 // concurrently; they are not cancelled when ctx ends (a user does not hang
 // up because the test is over) but end within requestTimeout.
-func (t *Traffic) send(ctx context.Context, url string, track func(pod, version string) string, client *http.Client) {
-	defer client.CloseIdleConnections()
+//
+// With keepalive:N, request i goes on connection i mod N of the pool: N
+// connections stay open and take turns, as a client pool of fixed size
+// does (a request waits for its connection when it is busy).
+func (t *Traffic) send(ctx context.Context, url string, track func(pod, version string) string, clients []*http.Client) {
+	defer func() {
+		for _, c := range clients {
+			c.CloseIdleConnections()
+		}
+	}()
 	reqCtx := context.WithoutCancel(ctx)
 
 	t.mu.Lock()
@@ -609,6 +615,7 @@ func (t *Traffic) send(ctx context.Context, url string, track func(pod, version 
 		case now := <-tick.C:
 			due := int(now.Sub(start).Seconds() * float64(t.rps))
 			for ; sent < due; sent++ {
+				client := clients[sent%len(clients)]
 				inflight.Go(func() { t.record(time.Now(), request(reqCtx, client, url, track)) })
 			}
 		}
@@ -733,11 +740,12 @@ func routeSource(ip netip.Addr) (netip.Addr, error) {
 	return c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap(), nil
 }
 
-// trafficClient is the HTTP/1.1 client of the traffic: a new connection per
-// request, or a pool of c.KeepAlive connections reused. Its dialer refuses
-// every address that allowed refuses, so not even a bug sends traffic
-// elsewhere, and counts the connections it opens in opened.
-func trafficClient(c Connections, opened *atomic.Int64) *http.Client {
+// trafficClients are the HTTP/1.1 clients of the traffic: one that opens a
+// new connection per request, or c.KeepAlive that keep one connection each.
+// Their dialer refuses every address that allowed refuses, so not even a
+// bug sends traffic elsewhere, and counts the connections they open in
+// opened.
+func trafficClients(c Connections, opened *atomic.Int64) []*http.Client {
 	dialer := &net.Dialer{
 		Timeout: time.Second,
 		Control: func(_, address string, _ syscall.RawConn) error {
@@ -761,10 +769,14 @@ func trafficClient(c Connections, opened *atomic.Int64) *http.Client {
 		DisableKeepAlives:  c.KeepAlive == 0,
 		IdleConnTimeout:    90 * time.Second,
 	}
-	if c.KeepAlive > 0 {
-		transport.MaxConnsPerHost = c.KeepAlive
-		transport.MaxIdleConnsPerHost = c.KeepAlive
-		transport.MaxIdleConns = c.KeepAlive
+	if c.KeepAlive == 0 {
+		return []*http.Client{{Transport: transport}}
 	}
-	return &http.Client{Transport: transport}
+	clients := make([]*http.Client, c.KeepAlive)
+	for i := range clients {
+		one := transport.Clone()
+		one.MaxConnsPerHost, one.MaxIdleConnsPerHost, one.MaxIdleConns = 1, 1, 1
+		clients[i] = &http.Client{Transport: one}
+	}
+	return clients
 }

@@ -346,7 +346,12 @@ func TestRunRefusesWhatItCannotDo(t *testing.T) {
 }
 
 func TestClientRefusesAddressesOutsideTheLab(t *testing.T) {
-	client := trafficClient(Connections{}, &atomic.Int64{})
+	pool := trafficClients(Connections{KeepAlive: 3}, &atomic.Int64{})
+	require.Len(t, pool, 3, "keepalive:3 is 3 connections")
+	for _, c := range pool {
+		assert.Equal(t, 1, c.Transport.(*http.Transport).MaxConnsPerHost, "one connection each")
+	}
+	client := trafficClients(Connections{}, &atomic.Int64{})[0]
 	for url, want := range map[string]string{
 		"http://10.96.0.1/":         "10.96.0.1 is not an address of the lab",
 		"http://8.8.8.8:53/":        "8.8.8.8 is not an address of the lab",
