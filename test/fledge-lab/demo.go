@@ -48,13 +48,15 @@ const (
 
 // demoOptions are the flags of demo.
 type demoOptions struct {
-	hold time.Duration
+	hold      time.Duration
+	proxyMode string
 }
 
 func demoFlags(opts *demoOptions) *flag.FlagSet {
 	fs := flag.NewFlagSet("demo", flag.ExitOnError)
 	fs.Usage = printUsage
 	fs.DurationVar(&opts.hold, "hold", 15*time.Second, "hold of the 5% and 25% steps; the 50% step holds twice as long")
+	fs.StringVar(&opts.proxyMode, "proxy-mode", "nftables", "kube-proxy's mode in the lab's node network: nftables or iptables")
 	return fs
 }
 
@@ -102,7 +104,7 @@ func demo(ctx context.Context, opts demoOptions, out, errOut io.Writer) error {
 	}
 	fmt.Fprint(out, demoIntro(opts.hold))
 
-	l, err := startDemoLab(ctx, progs, out)
+	l, err := startDemoLab(ctx, progs, opts.proxyMode, out)
 	if err != nil {
 		return demoEnd(ctx, fmt.Errorf("demo: %w", err))
 	}
@@ -138,10 +140,10 @@ func demoIntro(hold time.Duration) string {
 
 // startDemoLab starts the lab with Prometheus, the pod runner and fledge,
 // and prints how to look at it from another shell.
-func startDemoLab(ctx context.Context, progs demoPrograms, out io.Writer) (*lab.Lab, error) {
-	fmt.Fprintln(out, "fledge-lab: starting the lab (etcd, kube-apiserver, controller manager, scheduler, kwok, Prometheus)")
+func startDemoLab(ctx context.Context, progs demoPrograms, proxyMode string, out io.Writer) (*lab.Lab, error) {
+	fmt.Fprintf(out, "fledge-lab: starting the lab (etcd, kube-apiserver, controller manager, scheduler, kwok, kube-proxy in %s mode, Prometheus)\n", proxyMode)
 	start := time.Now()
-	l, err := lab.Start(ctx, lab.Options{DemoApp: progs.demoApp, Prometheus: true})
+	l, err := lab.Start(ctx, lab.Options{DemoApp: progs.demoApp, Prometheus: true, ProxyMode: proxyMode})
 	if err != nil {
 		return nil, err
 	}
