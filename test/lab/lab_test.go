@@ -27,6 +27,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
@@ -73,7 +74,14 @@ func eventually(t *testing.T, what string, cond func(ctx context.Context) (bool,
 // createWebService creates Service web (app=web, port 80 to 8080) in ns.
 func createWebService(t *testing.T, ns string) {
 	t.Helper()
-	_, err := theLab.Client.CoreV1().Services(ns).Create(t.Context(), &corev1.Service{
+	webService(t, theLab.Client, ns)
+}
+
+// webService creates the Service "web" of ns (selector app=web, port 80 to
+// the pods' 8080) with client, and returns it.
+func webService(t *testing.T, client kubernetes.Interface, ns string) *corev1.Service {
+	t.Helper()
+	svc, err := client.CoreV1().Services(ns).Create(t.Context(), &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "web"},
 		Spec: corev1.ServiceSpec{
 			Selector: map[string]string{"app": "web"},
@@ -81,6 +89,7 @@ func createWebService(t *testing.T, ns string) {
 		},
 	}, metav1.CreateOptions{})
 	require.NoError(t, err)
+	return svc
 }
 
 func TestNodesRenewTheirLeases(t *testing.T) {

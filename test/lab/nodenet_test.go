@@ -21,7 +21,6 @@ import (
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/fledge-dev/fledge/test/lab"
 )
@@ -58,14 +57,7 @@ func nodeNetworkLab(t *testing.T, mode string) {
 	require.NoError(t, l.CreateNamespace(ctx, ns, nil))
 	_, err = l.Client.AppsV1().Deployments(ns).Create(ctx, demoDeployment("web", "web", "", lab.DemoImage+":v1", 4), metav1.CreateOptions{})
 	require.NoError(t, err)
-	svc, err := l.Client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "web"},
-		Spec: corev1.ServiceSpec{
-			Selector: map[string]string{"app": "web"},
-			Ports:    []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}},
-		},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
+	svc := webService(t, l.Client, ns)
 	clusterIP := netip.MustParseAddr(svc.Spec.ClusterIP)
 	assert.True(t, netip.MustParsePrefix("198.19.0.0/16").Contains(clusterIP), "ClusterIP %s is the lab's", clusterIP)
 

@@ -12,9 +12,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/fledge-dev/fledge/rollout"
 	"github.com/fledge-dev/fledge/test/lab"
@@ -43,14 +41,7 @@ func TestTrafficThroughKubeProxySplitsNewConnectionsByPodCount(t *testing.T) {
 	require.NoError(t, err)
 	_, err = l.Client.AppsV1().Deployments(ns).Create(ctx, demoDeployment("web-canary", "web", rollout.TrackCanary, lab.DemoImage+":v2", 1), metav1.CreateOptions{})
 	require.NoError(t, err)
-	svc, err := l.Client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "web"},
-		Spec: corev1.ServiceSpec{
-			Selector: map[string]string{"app": "web"},
-			Ports:    []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}},
-		},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
+	svc := webService(t, l.Client, ns)
 
 	// Ready when every pod has answered through the ClusterIP.
 	url := "http://" + net.JoinHostPort(svc.Spec.ClusterIP, "80") + "/"
