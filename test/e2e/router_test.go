@@ -283,7 +283,11 @@ func TestScalingTheStableDeploymentMovesTheCanary(t *testing.T) {
 	ns := rolloutNamespace(t, "router-scale", "60s", 4)
 	release(t, ns, "v2", 4)
 	waitState(t, ns, "the canary holding", func(s *rollout.State) bool { return s.HoldingSince != nil })
-	require.Equal(t, int32(1), canaryReplicas(t, ns), "5% of 4: one pod")
+	// The router holds once it sees the canary's pods Ready; the canary
+	// Deployment's status says so a moment later.
+	eventually(t, "5% of 4: one canary pod", func(ctx context.Context) (bool, error) {
+		return canaryReplicas(t, ns) == 1, nil
+	})
 
 	_, stderr, err := kubectl(t, "", "scale", "deployment/web", "-n", ns, "--replicas=40")
 	require.NoError(t, err, stderr)
