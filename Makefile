@@ -15,7 +15,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 .PHONY: demo
-demo: tools build ## the demo: a healthy release promoted, a broken one rolled back at 50%, held, undone (about 2 minutes)
+demo: tools build labcheck ## the demo: a healthy release promoted, a broken one rolled back at 50%, held, undone (about 2 minutes)
 	$(BIN)/fledge-lab demo
 
 .PHONY: build
@@ -27,7 +27,7 @@ tools: ## build the lab's programs from source (first time: about 25 minutes); n
 	@bash test/tools/build.sh
 
 .PHONY: test
-test: tools lint ## unit tests and lab tests (builds the lab's programs first if needed)
+test: tools lint labcheck ## unit tests and lab tests (builds the lab's programs first if needed)
 	$(BIN)/gotestsum --format pkgname-and-test-fails -- $(TESTFLAGS) ./...
 
 .PHONY: test-unit
@@ -39,8 +39,12 @@ bench: ## benchmarks: figures and ratios measured in one run
 	$(GO) test -short -run '^$$' -bench . -benchmem ./...
 
 .PHONY: lab
-lab: tools build ## start the lab in the foreground; prints the KUBECONFIG to use
+lab: tools build labcheck ## start the lab in the foreground; prints the KUBECONFIG to use
 	$(BIN)/fledge-lab up
+
+.PHONY: labcheck
+labcheck: ## stop at once, in one line, where the lab's data plane cannot run (Linux, root, nft, iptables, ip)
+	@bash test/tools/dataplane.sh --check
 
 .PHONY: lint
 lint: ## go vet and gofmt

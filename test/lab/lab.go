@@ -92,6 +92,9 @@ func Start(ctx context.Context, opts Options) (l *Lab, err error) {
 	if opts.Nodes <= 0 {
 		opts.Nodes = 2
 	}
+	if why := nodeNetRequirements(); why != "" {
+		return nil, errors.New("lab: " + why) // before anything starts
+	}
 	bins, err := findBinDir(opts.BinDir)
 	if err != nil {
 		return nil, err

@@ -95,9 +95,6 @@ func nodeNetRequirements() string {
 // createNodeNet takes a free slot, cleaning up what a crashed lab left in
 // it, and creates its node network.
 func createNodeNet(ctx context.Context) (*nodeNet, error) {
-	if why := nodeNetRequirements(); why != "" {
-		return nil, errors.New("lab: " + why)
-	}
 	if err := os.MkdirAll(slotDir, 0o755); err != nil {
 		return nil, fmt.Errorf("lab: node network: %w", err)
 	}

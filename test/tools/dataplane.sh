@@ -6,11 +6,19 @@
 # As root on Debian or Ubuntu, a missing nft or iptables (or ip) is installed
 # with apt-get. Otherwise what is missing is said in one line and the script
 # still succeeds: the unit tests need none of it.
+#
+# With --check it installs nothing and fails after that line: make demo, lab
+# and test stop there at once, before anything starts.
 set -uo pipefail
+
+check=false
+[ "${1:-}" = --check ] && check=true
+status=0
+$check && status=1
 
 if [ "$(uname -s)" != Linux ]; then
 	echo "fledge: the lab's data plane needs Linux with nft, iptables and ip, and root"
-	exit 0
+	exit $status
 fi
 
 root=false
@@ -27,7 +35,7 @@ missing() {
 }
 missing
 
-if [ ${#need[@]} -gt 0 ] && $root && command -v apt-get >/dev/null 2>&1; then
+if [ ${#need[@]} -gt 0 ] && $root && ! $check && command -v apt-get >/dev/null 2>&1; then
 	echo "fledge: installing ${pkgs[*]} for the lab's data plane"
 	apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y "${pkgs[@]}"; }
 	apt_install || { DEBIAN_FRONTEND=noninteractive apt-get update && apt_install; } ||
@@ -48,7 +56,9 @@ if [ ${#need[@]} -gt 0 ]; then
 	line="fledge: the lab's data plane needs $(join_and "${need[@]}") (Debian: apt-get install ${pkgs[*]})"
 	$root || line="$line and root"
 	echo "$line"
+	exit $status
 elif ! $root; then
 	echo "fledge: the lab's data plane needs root"
+	exit $status
 fi
 exit 0
