@@ -48,10 +48,10 @@ pod and track.
 traffic sends --rps requests a second to a Service's ClusterIP and first
 port, from the host through the lab's node network, where kube-proxy picks a
 ready pod for each new connection: with --connections new (the default) a
-new TCP connection per request, with keepalive:N a pool of up to N
-persistent HTTP/1.1 connections that the requests reuse, as a service's
-client pool does (it opens connections as requests overlap, so fewer than N
-at a low rate). It counts the answers by the pod that gave them (the demo
+new TCP connection per request, with keepalive:N a fixed pool of N
+persistent HTTP/1.1 connections that the requests take in turn, as a
+service's client pool does (kube-proxy balances each connection once, when
+it opens). It counts the answers by the pod that gave them (the demo
 app names its pod and version) and tells canary from stable by
 --track-by: label:KEY=VALUE (a pod with that label is canary; the default,
 label:fledge.dev/track=canary, is fledge's) or image:TAG (a pod answering
@@ -232,7 +232,7 @@ func trafficFlags(opts *trafficOptions) *flag.FlagSet {
 	fs.IntVar(&opts.rps, "rps", 100, fmt.Sprintf("requests per second, 1 to %d", lab.MaxRPS))
 	fs.DurationVar(&opts.duration, "duration", 0, "how long to send (default: until Ctrl-C)")
 	fs.StringVar(&opts.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig of the lab (the one fledge-lab up prints)")
-	fs.StringVar(&opts.connections, "connections", "new", fmt.Sprintf("new (a TCP connection per request) or keepalive:N (a pool of up to N kept-alive connections, N from 1 to %d)", lab.MaxKeepAlive))
+	fs.StringVar(&opts.connections, "connections", "new", fmt.Sprintf("new (a TCP connection per request) or keepalive:N (a fixed pool of N kept-alive connections taken in turn, N from 1 to %d)", lab.MaxKeepAlive))
 	fs.StringVar(&opts.trackBy, "track-by", lab.DefaultTrackBy.String(), "how to tell a canary pod: label:KEY=VALUE (it has that label) or image:TAG (it answers that version)")
 	fs.BoolVar(&opts.json, "json", false, "print one JSON summary on stdout at the end (the lines a second go to stderr)")
 	return fs
