@@ -297,24 +297,24 @@ func demoApp(t *testing.T, ns string, stable, canary int32, canaryEnv ...corev1.
 	createWebService(t, ns)
 
 	pods := waitForDemoPods(t, ns, int(stable+canary))
-	routedToAll(t, ns, "web", pods)
+	routedToAll(t, theLab.Client, ns, "web", pods)
 	return pods
 }
 
 // routedToAll waits until kube-proxy sends requests to the Service's
 // ClusterIP to every one of pods: it programs new endpoints a moment after
 // the EndpointSlice lists them.
-func routedToAll(t *testing.T, ns, service string, pods []corev1.Pod) {
+func routedToAll(t *testing.T, client kubernetes.Interface, ns, service string, pods []corev1.Pod) {
 	t.Helper()
-	svc, err := theLab.Client.CoreV1().Services(ns).Get(t.Context(), service, metav1.GetOptions{})
+	svc, err := client.CoreV1().Services(ns).Get(t.Context(), service, metav1.GetOptions{})
 	require.NoError(t, err)
 	// /pod answers the pod's name and is not counted in the metrics.
 	url := "http://" + net.JoinHostPort(svc.Spec.ClusterIP, strconv.Itoa(int(svc.Spec.Ports[0].Port))) + "/pod"
-	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	fresh := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	eventually(t, "kube-proxy to route "+service+" to all its pods", func(ctx context.Context) (bool, error) {
 		seen := map[string]bool{}
 		for range 10 * len(pods) {
-			resp, err := client.Get(url)
+			resp, err := fresh.Get(url)
 			if err != nil {
 				return false, nil
 			}

@@ -95,18 +95,14 @@ func nodeNetRequirements() string {
 // createNodeNet takes a free slot, cleaning up what a crashed lab left in
 // it, and creates its node network.
 func createNodeNet(ctx context.Context) (*nodeNet, error) {
-	if err := os.MkdirAll(slotDir, 0o755); err != nil {
-		return nil, fmt.Errorf("lab: node network: %w", err)
-	}
 	for k := range slots {
 		n := slotNet(k)
-		f, err := os.OpenFile(filepath.Join(slotDir, "slot-"+strconv.Itoa(k)+".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+		f, err := lockSlot(k)
 		if err != nil {
 			return nil, fmt.Errorf("lab: node network: %w", err)
 		}
-		if err := tryLock(f); err != nil {
-			f.Close() // another lab holds it
-			continue
+		if f == nil {
+			continue // another lab holds it
 		}
 		n.lock = f
 		n.removeLinks(ctx) // what a crashed lab left, if anything
@@ -262,19 +258,32 @@ func (l *Lab) NodeNetwork() (namespace, hostLink string) {
 // FreeNodeNetworkSlot returns a slot no running lab holds now, for a test
 // that leaves something behind in it as a crashed lab would.
 func FreeNodeNetworkSlot() (int, bool) {
-	if err := os.MkdirAll(slotDir, 0o755); err != nil {
-		return 0, false
-	}
 	for k := range slots {
-		f, err := os.OpenFile(filepath.Join(slotDir, "slot-"+strconv.Itoa(k)+".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+		f, err := lockSlot(k)
 		if err != nil {
 			return 0, false
 		}
-		err = tryLock(f)
-		f.Close()
-		if err == nil {
+		if f != nil {
+			f.Close()
 			return k, true
 		}
 	}
 	return 0, false
+}
+
+// lockSlot takes slot k's lock and returns its file, which holds the lock
+// until closed; nil without error when another lab holds it.
+func lockSlot(k int) (*os.File, error) {
+	if err := os.MkdirAll(slotDir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(slotDir, "slot-"+strconv.Itoa(k)+".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := tryLock(f); err != nil {
+		f.Close()
+		return nil, nil
+	}
+	return f, nil
 }

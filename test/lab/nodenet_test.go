@@ -87,20 +87,7 @@ func nodeNetworkLab(t *testing.T, mode string) {
 	// New connections: kube-proxy picks an endpoint for each.
 	url := "http://" + net.JoinHostPort(clusterIP.String(), "80") + "/"
 	fresh := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	eventually(t, "kube-proxy routes the Service to all 4 pods", func(ctx context.Context) (bool, error) {
-		before := servedBy(t, pods)
-		for range 40 {
-			if _, err := get(fresh, url); err != nil {
-				return false, nil
-			}
-		}
-		for _, c := range delta(before, servedBy(t, pods)) {
-			if c == 0 {
-				return false, nil
-			}
-		}
-		return true, nil
-	})
+	routedToAll(t, l.Client, ns, "web", pods)
 	before := servedBy(t, pods)
 	const n = 400
 	for range n {

@@ -3,15 +3,13 @@ package lab_test
 import (
 	"context"
 	"math"
-	"net"
-	"net/http"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/fledge-dev/fledge/rollout"
@@ -44,28 +42,16 @@ func TestTrafficThroughKubeProxySplitsNewConnectionsByPodCount(t *testing.T) {
 	svc := webService(t, l.Client, ns)
 
 	// Ready when every pod has answered through the ClusterIP.
-	url := "http://" + net.JoinHostPort(svc.Spec.ClusterIP, "80") + "/"
-	fresh := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	answered := map[string]bool{}
-	eventually(t, "all 4 pods answering through the ClusterIP", func(ctx context.Context) (bool, error) {
+	var pods []corev1.Pod
+	eventually(t, "4 pods", func(ctx context.Context) (bool, error) {
 		list, err := l.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
-		if err != nil || len(list.Items) != 4 {
+		if err != nil {
 			return false, err
 		}
-		for range 40 {
-			if body, err := get(fresh, url); err == nil {
-				if f := strings.Fields(body); len(f) == 3 {
-					answered[f[2]] = true
-				}
-			}
-		}
-		for _, p := range list.Items {
-			if !answered[p.Name] {
-				return false, nil
-			}
-		}
-		return true, nil
+		pods = list.Items
+		return len(pods) == 4, nil
 	})
+	routedToAll(t, l.Client, ns, svc.Name, pods)
 
 	const rps, seconds = 200, 5
 	run := func(connections lab.Connections) (lab.TrafficStats, int) {
