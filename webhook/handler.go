@@ -47,6 +47,11 @@ func (h *Deployments) Handle(ctx context.Context, req admission.Request) admissi
 		defer func(start time.Time) { h.Observe(time.Since(start)) }(time.Now())
 	}
 	fromFledge := req.UserInfo.Username == h.Self
+	if fromFledge {
+		// fledge's own writes pass as they are on every path (each Decide
+		// says so too): nothing to decode, no policy to resolve.
+		return admission.Allowed("")
+	}
 	var cur appsv1.Deployment
 	if err := json.Unmarshal(req.Object.Raw, &cur); err != nil {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode object: %w", err))
@@ -69,7 +74,7 @@ func (h *Deployments) Handle(ctx context.Context, req admission.Request) admissi
 	}
 
 	var services []corev1.Service
-	if !fromFledge && !apiequality.Semantic.DeepEqual(old.Spec.Template, cur.Spec.Template) {
+	if !apiequality.Semantic.DeepEqual(old.Spec.Template, cur.Spec.Template) {
 		// Only a changed template can start a rollout, the one decision
 		// that reads the Services.
 		var list corev1.ServiceList
