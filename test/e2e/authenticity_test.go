@@ -238,3 +238,33 @@ func TestAnUpdateDuringPromotingDoesNotPauseAgain(t *testing.T) {
 	assert.Empty(t, fledgeWarnings(stderr))
 	waitSucceeded(t, ns)
 }
+
+// The canary's evidence (the last evaluation and the consecutive failures)
+// edited by hand, as someone resetting a failure count would: the router
+// takes none of it, and the next evaluation writes its own, sealed.
+func TestEvidenceEditedByHandIsNotTaken(t *testing.T) {
+	prom, _ := zeroPrometheus(t)
+	ns := policyNamespace(t, "auth-evidence", lab.Policy{Holds: [3]string{"10m", "10m", "10m"}, PrometheusURL: prom}, 4)
+	_, stderr, err := kubectl(t, app(ns, "v2", 4), "apply", "-f", "-")
+	require.NoError(t, err, stderr)
+	waitCanaryAt(t, ns, 1)
+	eventually(t, "the canary's first sealed evidence", func(ctx context.Context) (bool, error) {
+		_, err := rollout.ReadEvidence(canaryOf(t, ns))
+		return err == nil && canaryOf(t, ns).Annotations[rollout.AnnotationEvidence] != "", nil
+	})
+
+	forged := `{"attempt":1,"step":0,"at":"2099-01-01T00:00:00.000000Z","result":"Pass","seal":"20990101T000000Z:forged"}`
+	_, stderr, err = kubectl(t, "", "annotate", "deployment/"+rollout.CanaryName("web"), "-n", ns, "--overwrite", rollout.AnnotationEvidence+"="+forged)
+	require.NoError(t, err, stderr)
+	// Taken, its time in 2099 would stop every evaluation; the next one
+	// comes within the 2s interval and writes evidence of its own.
+	eventually(t, "the forged evidence replaced", func(ctx context.Context) (bool, error) {
+		raw := canaryOf(t, ns).Annotations[rollout.AnnotationEvidence]
+		return raw != forged && !strings.Contains(raw, "2099"), nil
+	})
+	ev, err := rollout.ReadEvidence(canaryOf(t, ns))
+	require.NoError(t, err)
+	assert.Equal(t, int32(1), ev.Attempt)
+	assert.NotContains(t, ev.Seal, "forged")
+	assert.Equal(t, rollout.Progressing, stateOf(t, ns).Phase)
+}
