@@ -374,6 +374,10 @@ func (l *Lab) waitFor(ctx context.Context, what string, ready func(context.Conte
 
 // createNodes registers the fake nodes and waits until kwok has made them Ready.
 func (l *Lab) createNodes(ctx context.Context, n int) error {
+	cidrs, err := nodeCIDRs(l.net.Pods, n)
+	if err != nil {
+		return err
+	}
 	for i := range n {
 		name := fmt.Sprintf("lab-node-%d", i)
 		node := &corev1.Node{
@@ -386,6 +390,9 @@ func (l *Lab) createNodes(ctx context.Context, n int) error {
 					"type":                   "kwok",
 				},
 			},
+			// kwok gives a pod an address of its node's podCIDR: without
+			// one per node, pods on two nodes get the same address.
+			Spec: corev1.NodeSpec{PodCIDR: cidrs[i].String(), PodCIDRs: []string{cidrs[i].String()}},
 			Status: corev1.NodeStatus{
 				Allocatable: corev1.ResourceList{
 					corev1.ResourceCPU:    resource.MustParse("32"),

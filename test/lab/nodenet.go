@@ -287,3 +287,24 @@ func lockSlot(k int) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// nodeCIDRs splits the lab's pod block into one block per node, each as
+// large as n nodes allow (a /21 each for 2 nodes).
+func nodeCIDRs(pods netip.Prefix, n int) ([]netip.Prefix, error) {
+	bits := 0
+	for 1<<bits < n {
+		bits++
+	}
+	size := pods.Bits() + bits
+	if size > 30 {
+		return nil, fmt.Errorf("lab: %d nodes do not fit in %s", n, pods)
+	}
+	out := make([]netip.Prefix, n)
+	base := pods.Masked().Addr().As4()
+	start := uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(base[2])<<8 | uint32(base[3])
+	for i := range n {
+		a := start + uint32(i)<<(32-size)
+		out[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)}), size)
+	}
+	return out, nil
+}

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"net/netip"
 	"path/filepath"
 	"testing"
 	"time"
@@ -116,4 +117,17 @@ func TestPrefixWriterPassesWholeLines(t *testing.T) {
 	log.close()
 	p := &process{logPath: log.path}
 	assert.Equal(t, "shop/web-1: listening on 1\nshop/web-1: second line\nshop/web-1: unfinished\n", p.tail(10))
+}
+
+func TestNodeCIDRsSplitTheLabsPodBlock(t *testing.T) {
+	got, err := nodeCIDRs(netip.MustParsePrefix("198.18.16.0/20"), 3)
+	require.NoError(t, err)
+	assert.Equal(t, []netip.Prefix{
+		netip.MustParsePrefix("198.18.16.0/22"),
+		netip.MustParsePrefix("198.18.20.0/22"),
+		netip.MustParsePrefix("198.18.24.0/22"),
+	}, got)
+	got, err = nodeCIDRs(netip.MustParsePrefix("198.18.0.0/20"), 2)
+	require.NoError(t, err)
+	assert.Equal(t, []netip.Prefix{netip.MustParsePrefix("198.18.0.0/21"), netip.MustParsePrefix("198.18.8.0/21")}, got)
 }
