@@ -33,12 +33,25 @@ type CheckResult struct {
 	// differently, and reads this field rather than the Reason, which is
 	// for people.
 	NoData bool `json:"noData,omitempty"`
+	// Gathering marks an Inconclusive result that has data but not yet
+	// enough: a canary that has served too few requests so far. Judge
+	// holds the step on it rather than count missing evidence, until the
+	// step's hold has run.
+	Gathering bool `json:"gathering,omitempty"`
+	// EValue is a comparison's e-value: the evidence against "the canary
+	// is within the tolerance"; it fails at 1/alpha.
+	EValue *float64 `json:"eValue,omitempty"`
 }
 
 // Evaluation is every check of an analysis evaluated once.
 type Evaluation struct {
 	At      time.Time
 	Results []CheckResult
+	// Readings are the counters read for each comparison, in policy
+	// order; the router folds them into the attempt's tallies (see
+	// Comparison.Count and Comparison.Judge) and adds the verdicts to
+	// Results.
+	Readings []Reading
 }
 
 // Counters are the consecutive failed and inconclusive evaluations so far.
@@ -54,6 +67,9 @@ type Verdict struct {
 	// Failed is the check that ended the rollout (Result Fail).
 	Failed *CheckResult
 	Reason string
+	// Gathering marks an Inconclusive verdict that only waits for more
+	// requests while the hold runs; it counts nothing against the canary.
+	Gathering bool
 }
 
 // Subject is what an analysis is about: a Deployment's canary and stable

@@ -37,7 +37,7 @@ const maxReasonDetail = 300
 // they mean the same thing, missing evidence. A nil a has no checks.
 func (z *Analyzer) Analyze(ctx context.Context, a *Analysis, s Subject, at time.Time) Evaluation {
 	e := Evaluation{At: at}
-	if a == nil || len(a.Checks) == 0 {
+	if a == nil || len(a.Checks)+len(a.Compare) == 0 {
 		return e
 	}
 	if z == nil {
@@ -56,8 +56,86 @@ func (z *Analyzer) Analyze(ctx context.Context, a *Analysis, s Subject, at time.
 			e.Results[i] = q.check(ctx, c, s)
 		})
 	}
+	if len(a.Compare) > 0 {
+		e.Readings = make([]Reading, len(a.Compare))
+	}
+	for i, c := range a.Compare {
+		wg.Go(func() {
+			if srcErr != nil {
+				e.Readings[i] = Reading{Gap: c.Name + ": " + srcErr.Error()}
+				return
+			}
+			e.Readings[i] = q.read(ctx, c, s)
+		})
+	}
 	wg.Wait()
 	return e
+}
+
+// read reads a comparison's four counters: requests and errors, on the
+// canary and on the stable pods. The first that gives no answer is the
+// reading's gap. Errors may be absent (many applications create a 5xx
+// series only at the first error): that is 0 errors. Requests may not.
+func (q querier) read(ctx context.Context, c Comparison, s Subject) Reading {
+	r := Reading{Series: map[string]float64{}}
+	if ctx == nil {
+		return Reading{Gap: c.Name + ": evaluated without a context"}
+	}
+	for _, side := range []struct {
+		prefix, query, what string
+		track, pods        string
+		required           bool
+	}{
+		{canaryRequests, c.Requests, "requests", TrackCanary, s.CanaryPods, true},
+		{canaryErrors, c.Errors, "errors", TrackCanary, s.CanaryPods, false},
+		{stableRequests, c.Requests, "requests", TrackStable, s.StablePods, true},
+		{stableErrors, c.Errors, "errors", TrackStable, s.StablePods, false},
+	} {
+		subject := c.Name + " " + side.what + " on " + side.track + " pods"
+		vars := QueryVars{Namespace: s.Namespace, Deployment: s.Deployment, Track: side.track, Pods: side.pods}
+		series, g := q.series(ctx, side.query, c.Name, vars, subject)
+		if g == nil && len(series) == 0 && side.required {
+			g = noDataFor(subject)
+		}
+		if g != nil {
+			return Reading{Gap: g.reason, NoData: g.noData}
+		}
+		for fp, v := range series {
+			r.Series[side.prefix+fp] = v
+		}
+	}
+	return r
+}
+
+// series runs a counter query and returns each series' value by the
+// fingerprint of its labels. Every series must carry a pod label: a sum
+// across pods would turn one pod's counter reset into a drop of the sum.
+func (q querier) series(ctx context.Context, tmpl, name string, vars QueryVars, subject string) (map[string]float64, *gap) {
+	query, err := render(tmpl, vars)
+	if err != nil {
+		return nil, because(name + ": " + err.Error())
+	}
+	qctx, cancel := context.WithTimeout(ctx, q.timeout)
+	defer cancel()
+	v, _, _, err := q.src.Query(qctx, query, q.at, v1.WithTimeout(q.timeout))
+	if err != nil {
+		return nil, because(subject + ": " + describeQueryError(ctx, err, q.timeout))
+	}
+	vec, ok := v.(model.Vector)
+	if !ok {
+		if v == nil {
+			return nil, nil
+		}
+		return nil, because(fmt.Sprintf("%s returned a %s; a counter query must return an instant vector, one series per pod", subject, v.Type()))
+	}
+	out := make(map[string]float64, len(vec))
+	for _, sample := range vec {
+		if sample.Metric["pod"] == "" {
+			return nil, because(subject + " returned a series without a pod label; return per-pod counters (no sum, or sum by (pod)): fledge adds them up itself, so that a restarted pod's counter reset stays that pod's")
+		}
+		out[sample.Metric.Fingerprint().String()] = float64(sample.Value)
+	}
+	return out, nil
 }
 
 // queryTimeout is min(interval/2, 10s), at least 1s.

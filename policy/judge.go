@@ -8,18 +8,29 @@ import (
 // Judge turns one evaluation and the counters carried over from the
 // previous ones into a verdict on the canary and the new counters. It is
 // pure: the router keeps the counters in the rollout state and calls Judge
-// after every Analyze.
+// after every Analyze. held says whether the step's hold has run.
 //
 //   - Any check failed: Failures+1 and NoData back to 0 (the evaluation had
 //     evidence, and it was bad). Beyond a.FailureLimit the verdict is Fail,
 //     with Failed set to the first failing check in policy order and its
 //     Reason ("error-rate 0.072 > 0.01"); within it the verdict is
 //     Inconclusive ("error-rate 0.072 > 0.01 (failure 1 of 1 tolerated)").
-//   - Else any check inconclusive, or no check evaluated at all: NoData+1,
-//     Failures unchanged. Beyond a.NoDataLimit the verdict is Fail ("no data
-//     for error-rate in 5 consecutive evaluations (noDataLimit 4)", with
-//     Failed the first inconclusive check, nil when there was none); within
-//     it Inconclusive ("no data for error-rate (no data 2 of 4 tolerated)").
+//   - A comparison that failed fails at once, whatever failureLimit says:
+//     failureLimit is for thresholds on noisy values, while the
+//     comparison's rejection already has its error bounded by alpha, and
+//     its evidence only grows from one evaluation to the next.
+//   - Else any check inconclusive for want of data, or no check evaluated
+//     at all: NoData+1, Failures unchanged. Beyond a.NoDataLimit the
+//     verdict is Fail ("no data for error-rate in 5 consecutive evaluations
+//     (noDataLimit 4)", with Failed the first inconclusive check, nil when
+//     there was none); within it Inconclusive ("no data for error-rate (no
+//     data 2 of 4 tolerated)").
+//   - Else a check still gathering (the canary served too few requests so
+//     far): while the hold runs, an Inconclusive verdict marked Gathering,
+//     counters unchanged, since evidence that is still coming is not
+//     missing; once the hold has run, it counts as missing evidence, as
+//     above, so a canary that traffic does not reach cannot hold a step
+//     for ever.
 //   - Else every check passed: both counters back to 0, verdict Pass.
 //
 // An inconclusive evaluation keeps Failures rather than clearing it:
@@ -27,18 +38,44 @@ import (
 // let a canary that fails, goes quiet, and fails again escape failureLimit
 // forever. Only an evaluation where every check passes clears it. A nil
 // Analysis tolerates neither failures nor missing data.
-func Judge(e Evaluation, c Counters, a *Analysis) (Verdict, Counters) {
+func Judge(e Evaluation, c Counters, a *Analysis, held bool) (Verdict, Counters) {
 	failureLimit, noDataLimit := limits(a)
 	if failed := firstWith(e.Results, Fail); failed != nil {
 		c.Failures++
 		c.NoData = 0
+		if failed.rejected() {
+			failureLimit = 0
+		}
 		return judgeFailure(*failed, c.Failures, failureLimit), c
 	}
-	if missing := firstWith(e.Results, Inconclusive); missing != nil || len(e.Results) == 0 {
+	missing := firstMissing(e.Results)
+	gathering := firstWith(e.Results, Inconclusive)
+	if missing == nil && gathering != nil && !held {
+		return Verdict{Result: Inconclusive, Gathering: true, Reason: gathering.Reason}, c
+	}
+	if missing == nil {
+		missing = gathering
+	}
+	if missing != nil || len(e.Results) == 0 {
 		c.NoData++
 		return judgeNoData(missing, c.NoData, noDataLimit), c
 	}
 	return Verdict{Result: Pass, Reason: passReason(e.Results)}, Counters{}
+}
+
+// rejected reports whether r is a comparison's rejection: a failed result
+// with an e-value, which only comparisons have.
+func (r CheckResult) rejected() bool { return r.Result == Fail && r.EValue != nil }
+
+// firstMissing returns a copy of the first result inconclusive for want of
+// data, not for gathering it.
+func firstMissing(results []CheckResult) *CheckResult {
+	for _, res := range results {
+		if res.Result == Inconclusive && !res.Gathering {
+			return &res
+		}
+	}
+	return nil
 }
 
 // limits reads the tolerated counts; without an analysis nothing is

@@ -180,7 +180,7 @@ func TestJudge(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, counters := Judge(tt.eval, tt.counters, tt.analysis)
+			got, counters := Judge(tt.eval, tt.counters, tt.analysis, false)
 			assert.Equal(t, tt.want, got)
 			assert.Equal(t, tt.wantCounters, counters)
 		})
@@ -189,7 +189,7 @@ func TestJudge(t *testing.T) {
 
 func TestJudgeVerdictDoesNotAliasTheEvaluation(t *testing.T) {
 	eval := checked(errorRateFails)
-	got, _ := Judge(eval, Counters{}, limited(0, 0))
+	got, _ := Judge(eval, Counters{}, limited(0, 0), false)
 	eval.Results[0].Reason = "changed later"
 	assert.Equal(t, "error-rate 0.072 > 0.01", got.Failed.Reason)
 }

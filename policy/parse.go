@@ -80,7 +80,36 @@ func decodeOverDefaults(raw map[string]any) (*Policy, error) {
 		// change that forgets checkValue still fails closed.
 		return nil, Errors{{Field: documentField, Detail: err.Error()}}
 	}
+	defaultComparisons(p.Analysis, raw)
 	return p, nil
+}
+
+// defaultComparisons fills the defaults inside analysis.compare, which
+// decoding over defaults cannot reach (list elements have no prior value):
+// tolerance and alpha of each comparison left out, and analysis.minRequests
+// when there is a comparison to count requests. raw tells a field left out
+// from one written as 0.
+func defaultComparisons(a *Analysis, raw map[string]any) {
+	if a == nil || len(a.Compare) == 0 {
+		return
+	}
+	section, _ := raw["analysis"].(map[string]any)
+	if _, set := section["minRequests"]; !set {
+		a.MinRequests = defaultMinRequests
+	}
+	written, _ := section["compare"].([]any)
+	for i := range a.Compare {
+		var fields map[string]any
+		if i < len(written) {
+			fields, _ = written[i].(map[string]any)
+		}
+		if _, set := fields["tolerance"]; !set {
+			a.Compare[i].Tolerance = defaultTolerance
+		}
+		if _, set := fields["alpha"]; !set {
+			a.Compare[i].Alpha = defaultAlpha
+		}
+	}
 }
 
 // yamlErrors turns the YAML library's errors into FieldErrors that name the

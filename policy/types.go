@@ -81,6 +81,13 @@ type Analysis struct {
 	Prometheus Prometheus `json:"prometheus,omitzero"`
 	// Checks are the queries and their thresholds.
 	Checks []Check `json:"checks,omitempty"`
+	// Compare are the comparisons of canary and stable on request counts,
+	// each an anytime-valid sequential test (see Comparison).
+	Compare []Comparison `json:"compare,omitempty"`
+	// MinRequests is the fewest requests the canary must serve at a step
+	// before the step passes, whatever the checks say. It needs a
+	// comparison, whose requests query counts them; 0 sets no minimum.
+	MinRequests int32 `json:"minRequests,omitempty"`
 }
 
 // Prometheus locates the Prometheus HTTP API.
@@ -106,6 +113,30 @@ type Check struct {
 	MaxRatio *float64 `json:"maxRatio,omitempty"`
 }
 
+// Comparison judges the canary against the stable pods on counts: of all
+// requests, and of those that failed. It rolls the canary back as soon as
+// its error rate is, beyond chance, more than (1 + Tolerance) × the stable
+// pods' rate, and its chance of doing so to a canary that is no worse is at
+// most Alpha, however often it looks (sequential.go has the math).
+type Comparison struct {
+	// Name identifies the comparison, as a check's name does.
+	Name string `json:"name,omitempty"`
+	// Requests and Errors are PromQL templates over QueryVars for counters
+	// of one side's pods: all requests, and the failed ones. Each must
+	// return one series per pod or finer (each with a pod label), never a
+	// sum across pods, so that a restarted pod's counter reset is seen as
+	// that pod's.
+	Requests string `json:"requests,omitempty"`
+	Errors   string `json:"errors,omitempty"`
+	// Tolerance is how much worse than stable the canary may be, relative:
+	// 0.5 lets its error rate reach 1.5 × stable's. Never omitted, since 0
+	// (no worse at all) is a value of its own.
+	Tolerance float64 `json:"tolerance"`
+	// Alpha bounds the chance of rolling back a canary that is within the
+	// tolerance.
+	Alpha float64 `json:"alpha,omitempty"`
+}
+
 // Built-in defaults, used when policy.yaml leaves a field out and by Default.
 const (
 	defaultHold         = time.Minute
@@ -113,6 +144,9 @@ const (
 	defaultInterval     = 15 * time.Second
 	defaultFailureLimit = 1
 	defaultNoDataLimit  = 4
+	defaultTolerance    = 0.5
+	defaultAlpha        = 0.01
+	defaultMinRequests  = 100
 )
 
 // Default is the policy of a namespace without a policy ConfigMap: 5%, 25%

@@ -109,19 +109,68 @@ func validateAnalysis(a *Analysis, path *field.Path) Errors {
 	errs = append(errs, durationBetween(a.Interval, minInterval, maxInterval, path.Child("interval"))...)
 	errs = append(errs, notNegative(a.FailureLimit, path.Child("failureLimit"))...)
 	errs = append(errs, notNegative(a.NoDataLimit, path.Child("noDataLimit"))...)
-	errs = append(errs, validatePrometheus(a.Prometheus, len(a.Checks) > 0, path.Child("prometheus"))...)
-	if len(a.Checks) == 0 {
-		return append(errs, fieldErrorf(path.Child("checks"), "none given; remove analysis or add checks"))
+	errs = append(errs, validatePrometheus(a.Prometheus, len(a.Checks)+len(a.Compare) > 0, path.Child("prometheus"))...)
+	if len(a.Checks) == 0 && len(a.Compare) == 0 {
+		return append(errs, fieldErrorf(path.Child("checks"), "none given; remove analysis or add checks or compare"))
 	}
-	firstUse := map[string]int{}
+	if a.MinRequests < 0 {
+		errs = append(errs, fieldErrorf(path.Child("minRequests"), "%d is below 0", a.MinRequests))
+	}
+	if a.MinRequests > 0 && len(a.Compare) == 0 {
+		errs = append(errs, fieldErrorf(path.Child("minRequests"), "needs analysis.compare, whose requests query counts the canary's requests; add a comparison or remove minRequests"))
+	}
+	firstUse := map[string]*field.Path{}
+	// Names are unique across checks and comparisons: both are a verdict's
+	// check in Events, metrics and status.
+	name := func(n string, item *field.Path) {
+		if first, seen := firstUse[n]; seen && n != "" {
+			errs = append(errs, fieldErrorf(item.Child("name"), "%q is already used by %s", n, first))
+			return
+		}
+		firstUse[n] = item
+	}
 	for i, c := range a.Checks {
 		cp := path.Child("checks").Index(i)
 		errs = append(errs, validateCheck(c, cp)...)
-		if j, seen := firstUse[c.Name]; seen && c.Name != "" {
-			errs = append(errs, fieldErrorf(cp.Child("name"), "%q is already used by %s", c.Name, path.Child("checks").Index(j)))
-			continue
+		name(c.Name, cp)
+	}
+	for i, c := range a.Compare {
+		cp := path.Child("compare").Index(i)
+		errs = append(errs, validateComparison(c, cp)...)
+		name(c.Name, cp)
+	}
+	return errs
+}
+
+// Bounds of a comparison's tolerance and alpha: a canary may be up to
+// 100 × worse than stable (beyond that the comparison guards nothing), and
+// alpha is a probability of at most one half (a test that rolls back half
+// of all healthy releases guards nothing either).
+const (
+	maxTolerance = 100
+	maxAlpha     = 0.5
+)
+
+// validateComparison checks one comparison: its name, its two counter
+// templates, its tolerance and alpha.
+func validateComparison(c Comparison, path *field.Path) Errors {
+	var errs Errors
+	errs = append(errs, validateCheckName(c.Name, path.Child("name"))...)
+	for _, q := range []struct{ name, query, example string }{
+		{"requests", c.Requests, `http_requests_total{namespace="{{.Namespace}}",pod=~"{{.Pods}}"}`},
+		{"errors", c.Errors, `http_requests_total{namespace="{{.Namespace}}",pod=~"{{.Pods}}",code=~"5.."}`},
+	} {
+		if q.query == "" {
+			errs = append(errs, fieldErrorf(path.Child(q.name), "required; a PromQL template for per-pod counters such as %s", q.example))
+		} else if err := checkQuery(q.query); err != nil {
+			errs = append(errs, fieldErrorf(path.Child(q.name), "%s", err.Error()))
 		}
-		firstUse[c.Name] = i
+	}
+	if !finite(c.Tolerance) || c.Tolerance < 0 || c.Tolerance > maxTolerance {
+		errs = append(errs, fieldErrorf(path.Child("tolerance"), "%s is not between 0 and %d; 0.5 lets the canary's error rate reach 1.5 × stable's", formatFloat(c.Tolerance), maxTolerance))
+	}
+	if !finite(c.Alpha) || c.Alpha <= 0 || c.Alpha > maxAlpha {
+		errs = append(errs, fieldErrorf(path.Child("alpha"), "%s is not above 0 and at most %s; it is the chance of rolling back a canary within the tolerance, such as 0.01", formatFloat(c.Alpha), formatFloat(maxAlpha)))
 	}
 	return errs
 }

@@ -92,7 +92,7 @@ func TestValidate(t *testing.T) {
 		{
 			"an analysis section without checks is refused",
 			func(p *Policy) { p.Analysis.Checks = nil },
-			"analysis.checks: none given; remove analysis or add checks",
+			"analysis.checks: none given; remove analysis or add checks or compare",
 		},
 		{"a check without a name is refused", func(p *Policy) { p.Analysis.Checks[0].Name = "" }, "analysis.checks[0].name: required; a short name such as error-rate"},
 		{
@@ -209,5 +209,5 @@ func TestValidateNilPolicyIsAnError(t *testing.T) {
 func TestParseValidatesWhatItDecoded(t *testing.T) {
 	doc := "steps:\n- {weight: 5, hold: 1m}\nanalysis: {}\n"
 	_, err := Parse([]byte(doc))
-	assert.EqualError(t, err, "analysis.checks: none given; remove analysis or add checks")
+	assert.EqualError(t, err, "analysis.checks: none given; remove analysis or add checks or compare")
 }

@@ -531,7 +531,7 @@ func (p *planner) analyse() bool {
 	}
 	ev := p.o.Evidence
 	if e := p.o.Evaluation; e != nil {
-		verdict, counters := policy.Judge(*e, ev.Counters, a)
+		verdict, counters := policy.Judge(*e, ev.Counters, a, p.s.HoldPassed(p.o.Now))
 		prev := ev.Result
 		ev = rollout.Evidence{Attempt: p.s.Attempt, Step: p.s.Step, At: metav1.NewMicroTime(e.At), Counters: counters, Checks: e.Results, Result: verdict.Result, Verdict: verdict.Reason}
 		p.plan.Evidence = &ev
