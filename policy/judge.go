@@ -138,6 +138,10 @@ func noDataReason(missing *CheckResult, cause string, noData, limit int32) strin
 	if missing != nil && missing.NoData {
 		return cause + count
 	}
+	if missing != nil && missing.Gathering {
+		return cause + " after the step's hold," + count + ": traffic does not reach the canary enough; " +
+			"check its Services with kubectl fledge diagnose, lengthen the hold or lower analysis.minRequests"
+	}
 	subject := ""
 	if missing != nil {
 		subject = " for " + missing.Check

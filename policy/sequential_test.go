@@ -175,8 +175,8 @@ func TestComparisonJudge(t *testing.T) {
 
 func TestMinRequestsResult(t *testing.T) {
 	a := &Analysis{MinRequests: 100, Compare: []Comparison{{Name: "errors"}}}
-	tally := Tally{Canary: Counts{Requests: 130}, StepCanary: 50, Step: 1}
-	got := a.MinRequestsResult(tally)
+	tally := Tally{Canary: Counts{Requests: 130}, StepCanary: 50, Step: 1, Readings: 3}
+	got := a.MinRequestsResult(tally, 1)
 	require.NotNil(t, got)
 	assert.Equal(t, Inconclusive, got.Result)
 	assert.True(t, got.Gathering)
@@ -184,9 +184,10 @@ func TestMinRequestsResult(t *testing.T) {
 	assert.Equal(t, "canary served 80 of the 100 requests a step needs (minRequests)", got.Reason)
 
 	tally.Canary.Requests = 150
-	assert.Nil(t, a.MinRequestsResult(tally), "100 of 100 is enough")
-	assert.Nil(t, (&Analysis{Compare: a.Compare}).MinRequestsResult(Tally{}), "minRequests 0 sets no minimum")
-	assert.Nil(t, (*Analysis)(nil).MinRequestsResult(Tally{}))
+	assert.Nil(t, a.MinRequestsResult(tally, 1), "100 of 100 is enough")
+	assert.Equal(t, 0.0, *a.MinRequestsResult(tally, 2).Value, "counts of step 1 are not step 2's")
+	assert.Nil(t, (&Analysis{Compare: a.Compare}).MinRequestsResult(Tally{}, 0), "minRequests 0 sets no minimum")
+	assert.Nil(t, (*Analysis)(nil).MinRequestsResult(Tally{}, 0))
 }
 
 func TestFormatCount(t *testing.T) {

@@ -221,15 +221,50 @@ func formatCount(f float64) string {
 	return b.String()
 }
 
-// MinRequestsResult is the step's minimum of evidence: Inconclusive and Gathering
-// while the canary served fewer than a.MinRequests requests at this step,
-// by the first comparison's count; nil when met or when there is no
+// FoldComparisons folds an evaluation's readings into the attempt's
+// tallies (prev, in policy order; missing ones start empty) at step, and
+// returns the evaluation's results followed by each comparison's verdict
+// and, when the step's minimum of requests is not met, that. A reading
+// with a gap is the comparison's Inconclusive result, for that reason.
+func (a *Analysis) FoldComparisons(e Evaluation, prev []Tally, step int32) ([]CheckResult, []Tally) {
+	if a == nil || len(a.Compare) == 0 {
+		return e.Results, nil
+	}
+	results := append([]CheckResult(nil), e.Results...)
+	tallies := make([]Tally, len(a.Compare))
+	for i, c := range a.Compare {
+		if i < len(prev) {
+			tallies[i] = prev[i]
+		}
+		r := Reading{Gap: c.Name + ": not read"}
+		if i < len(e.Readings) {
+			r = e.Readings[i]
+		}
+		if r.Gap != "" {
+			results = append(results, CheckResult{Check: c.Name, Result: Inconclusive, Bound: 1 + c.Tolerance, Op: "<=", Reason: r.Gap, NoData: r.NoData})
+			continue
+		}
+		tallies[i] = c.Count(tallies[i], r, step)
+		results = append(results, c.Judge(tallies[i]))
+	}
+	if m := a.MinRequestsResult(tallies[0], step); m != nil {
+		results = append(results, *m)
+	}
+	return results, tallies
+}
+
+// MinRequestsResult is the step's minimum of evidence: Inconclusive and
+// Gathering while the canary served fewer than a.MinRequests requests at
+// step, by the first comparison's count; nil when met or when there is no
 // minimum.
-func (a *Analysis) MinRequestsResult(t Tally) *CheckResult {
+func (a *Analysis) MinRequestsResult(t Tally, step int32) *CheckResult {
 	if a == nil || a.MinRequests <= 0 || len(a.Compare) == 0 {
 		return nil
 	}
-	canary, _ := t.StepCounts()
+	var canary float64
+	if t.Readings > 0 && t.Step == step {
+		canary, _ = t.StepCounts()
+	}
 	if canary >= float64(a.MinRequests) {
 		return nil
 	}

@@ -136,10 +136,20 @@ type Evidence struct {
 	// this attempt; they carry over from step to step.
 	Counters policy.Counters      `json:"counters,omitzero"`
 	Checks   []policy.CheckResult `json:"checks,omitempty"`
+	// Tallies are what each comparison of the policy counted of this
+	// attempt, in policy order; like Counters they carry over from step to
+	// step.
+	Tallies []policy.Tally `json:"tallies,omitempty"`
 	// Result and Verdict are the judgement of the evaluation, and why, in
 	// a person's words.
 	Result  policy.Result `json:"result,omitempty"`
 	Verdict string        `json:"verdict,omitempty"`
+	// Gathering marks an Inconclusive verdict that only waits for more
+	// requests (policy.Verdict.Gathering).
+	Gathering bool `json:"gathering,omitempty"`
+	// UnderServed is set once the step's canary was seen serving far less
+	// than its share of pods (see UnderServed), so that it is said once.
+	UnderServed bool `json:"underServed,omitempty"`
 	// Seal authenticates the evidence for its canary (see SealEvidence).
 	Seal string `json:"seal,omitempty"`
 }
@@ -152,9 +162,39 @@ func (e *Evidence) For(s *State) Evidence {
 		return Evidence{Attempt: s.Attempt, Step: s.Step}
 	}
 	if e.Step != s.Step {
-		return Evidence{Attempt: s.Attempt, Step: s.Step, Counters: e.Counters}
+		return Evidence{Attempt: s.Attempt, Step: s.Step, Counters: e.Counters, Tallies: e.Tallies}
 	}
 	return *e
+}
+
+// Measured is the share of the current step's requests the canary
+// served, in percent, and how many requests that is, from the first
+// comparison's counts; ok is false without any, or when they are of
+// another step.
+func (e *Evidence) Measured() (share, requests float64, ok bool) {
+	if e == nil || len(e.Tallies) == 0 || e.Tallies[0].Step != e.Step {
+		return 0, 0, false
+	}
+	return e.Tallies[0].MeasuredShare()
+}
+
+// Thresholds of UnderServed: the canary should have had at least
+// underServedExpected requests by its share of pods, and got under
+// underServedFraction of them. At 40 expected requests, half of them is
+// more than 3 standard deviations below what kube-proxy's uniform choice
+// of endpoints gives, so chance alone rarely says so.
+const (
+	underServedExpected = 40
+	underServedFraction = 0.5
+)
+
+// UnderServed reports whether a canary that served share percent of
+// requests stays far below its effective weight (its share of pods):
+// typically clients that keep connections open (HTTP keep-alive, HTTP/2,
+// gRPC), which kube-proxy balances by connection, pinned to stable pods.
+func UnderServed(share, requests, effective float64) bool {
+	expected := requests * effective / 100
+	return expected >= underServedExpected && share < underServedFraction*effective
 }
 
 // Reason is why a rollout failed: which check, which value against which
@@ -175,10 +215,15 @@ type StepRecord struct {
 	Step   int32 `json:"step"`
 	Weight int32 `json:"weight"`
 	// Effective is the canary's share of pods that the counts gave, in percent.
-	Effective float64          `json:"effective"`
-	Canary    int32            `json:"canary"`
-	Stable    int32            `json:"stable"`
-	Started   metav1.MicroTime `json:"started"`
+	Effective float64 `json:"effective"`
+	// Measured is the share of the step's requests the canary served, in
+	// percent, and Requests how many that is, by the policy's first
+	// comparison; unset without one.
+	Measured *float64         `json:"measured,omitempty"`
+	Requests int64            `json:"requests,omitempty"`
+	Canary   int32            `json:"canary"`
+	Stable   int32            `json:"stable"`
+	Started  metav1.MicroTime `json:"started"`
 	// Ready is when the step's canary pods were all Ready: its hold began.
 	Ready *metav1.MicroTime `json:"ready,omitempty"`
 	Ended *metav1.MicroTime `json:"ended,omitempty"`

@@ -15,6 +15,7 @@ type Metrics struct {
 	phase           *prometheus.GaugeVec
 	targetWeight    *prometheus.GaugeVec
 	effectiveWeight *prometheus.GaugeVec
+	measuredWeight  *prometheus.GaugeVec
 	outcomes        *prometheus.CounterVec
 	rollbackSeconds prometheus.Histogram
 	checks          *prometheus.CounterVec
@@ -48,6 +49,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "fledge_rollout_effective_weight",
 			Help: "Canary share of ready pods behind the Service, in percent: the share of traffic the pod counts give.",
 		}, []string{"namespace", "deployment"}),
+		measuredWeight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "fledge_canary_measured_weight",
+			Help: "Share of the current step's requests the canary served, in percent, counted by the policy's first comparison; absent without one or before its first count.",
+		}, []string{"namespace", "deployment"}),
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fledge_rollout_outcomes_total",
 			Help: "Finished rollouts by outcome (Succeeded, RolledBack, Aborted) and reason (the failing check, user, or none).",
@@ -62,16 +67,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Evaluations of Prometheus checks by check name and result (Pass, Fail, Inconclusive).",
 		}, []string{"check", "result"}),
 	}
-	reg.MustRegister(m.phase, m.targetWeight, m.effectiveWeight, m.outcomes, m.rollbackSeconds, m.checks)
+	reg.MustRegister(m.phase, m.targetWeight, m.effectiveWeight, m.measuredWeight, m.outcomes, m.rollbackSeconds, m.checks)
 	return m
 }
 
-// observeRollout sets the gauges of a running rollout.
-func (m *Metrics) observeRollout(ns, name string, s *rollout.State, target int32, effective float64) {
+// observeRollout sets the gauges of a running rollout; the measured
+// weight only when ev has one for the current step.
+func (m *Metrics) observeRollout(ns, name string, s *rollout.State, target int32, effective float64, ev *rollout.Evidence) {
 	m.phase.DeletePartialMatch(prometheus.Labels{"namespace": ns, "deployment": name})
 	m.phase.WithLabelValues(ns, name, string(s.Phase)).Set(1)
 	m.targetWeight.WithLabelValues(ns, name).Set(float64(target))
 	m.effectiveWeight.WithLabelValues(ns, name).Set(effective)
+	if share, _, ok := ev.Measured(); ok && ev.Step == s.Step && ev.Attempt == s.Attempt {
+		m.measuredWeight.WithLabelValues(ns, name).Set(share)
+	} else {
+		m.measuredWeight.DeleteLabelValues(ns, name)
+	}
 }
 
 // forget drops the gauges of a rollout that ended or a Deployment that went.
@@ -80,6 +91,7 @@ func (m *Metrics) forget(ns, name string) {
 	m.phase.DeletePartialMatch(l)
 	m.targetWeight.DeletePartialMatch(l)
 	m.effectiveWeight.DeletePartialMatch(l)
+	m.measuredWeight.DeletePartialMatch(l)
 	m.mu.Lock()
 	delete(m.cuts, ns+"/"+name)
 	m.mu.Unlock()
@@ -93,8 +105,9 @@ func (m *Metrics) outcome(o *rollout.Outcome) {
 	m.outcomes.WithLabelValues(string(o.Phase), reason).Inc()
 }
 
-func (m *Metrics) evaluation(e *policy.Evaluation) {
-	for _, r := range e.Results {
+// evaluation counts the results of one evaluation, comparisons included.
+func (m *Metrics) evaluation(results []policy.CheckResult) {
+	for _, r := range results {
 		m.checks.WithLabelValues(r.Check, string(r.Result)).Inc()
 	}
 }

@@ -521,9 +521,9 @@ func (p *planner) holdMessage() string {
 	}
 }
 
-// analyse folds this reconcile's evaluation of the Prometheus checks into
-// the evidence, and into the state when the verdict changes. It returns
-// false when the rollout fails.
+// analyse folds this reconcile's evaluation of the Prometheus checks and
+// comparisons into the evidence, and into the state when the verdict
+// changes. It returns false when the rollout fails.
 func (p *planner) analyse() bool {
 	a := p.s.Policy.Analysis
 	if a == nil {
@@ -531,12 +531,21 @@ func (p *planner) analyse() bool {
 	}
 	ev := p.o.Evidence
 	if e := p.o.Evaluation; e != nil {
-		verdict, counters := policy.Judge(*e, ev.Counters, a, p.s.HoldPassed(p.o.Now))
-		prev := ev.Result
-		ev = rollout.Evidence{Attempt: p.s.Attempt, Step: p.s.Step, At: metav1.NewMicroTime(e.At), Counters: counters, Checks: e.Results, Result: verdict.Result, Verdict: verdict.Reason}
+		prev := ev
+		results, tallies := a.FoldComparisons(*e, ev.Tallies, p.s.Step)
+		e := policy.Evaluation{At: e.At, Results: results}
+		verdict, counters := policy.Judge(e, ev.Counters, a, p.s.HoldPassed(p.o.Now))
+		ev = rollout.Evidence{
+			Attempt: p.s.Attempt, Step: p.s.Step, At: metav1.NewMicroTime(e.At), Counters: counters,
+			Checks: e.Results, Tallies: tallies, Result: verdict.Result, Verdict: verdict.Reason,
+			Gathering: verdict.Gathering, UnderServed: prev.UnderServed,
+		}
 		p.plan.Evidence = &ev
-		if verdict.Result != prev && verdict.Result != policy.Fail {
-			// A verdict that changes is an Event; one that stays is not.
+		p.underServed(&ev)
+		changed := verdict.Result != prev.Result || verdict.Gathering != prev.Gathering
+		if changed && verdict.Result != policy.Fail && !verdict.Gathering {
+			// A verdict that changes is an Event; one that stays is not,
+			// and neither is a step still gathering its requests.
 			typ := corev1.EventTypeNormal
 			if verdict.Result == policy.Inconclusive {
 				typ = corev1.EventTypeWarning
@@ -568,6 +577,40 @@ func (p *planner) analyse() bool {
 	}
 	p.requeue(next)
 	return true
+}
+
+// underServed says once per step, with the numbers, when the canary
+// serves far less than its share of pods: kube-proxy balances
+// connections, not requests, so clients that keep theirs open stay on the
+// pods they first reached.
+func (p *planner) underServed(ev *rollout.Evidence) {
+	share, requests, ok := ev.Measured()
+	rec := p.stepRecord()
+	if !ok || ev.UnderServed || rec == nil || !rollout.UnderServed(share, requests, rec.Effective) {
+		return
+	}
+	ev.UnderServed = true
+	p.event(corev1.EventTypeWarning, "CanaryUnderServed",
+		"the canary of %s served %.1f%% of %.0f requests at step %d, far below its %.1f%% of pods: clients that keep connections open (HTTP keep-alive, HTTP/2, gRPC) stay on the stable pods they reached first; the comparison judges only the requests the canary served",
+		p.name(), share, requests, p.s.Step+1, rec.Effective)
+}
+
+// stepRecord is the history record of the current step; nil before its
+// hold began.
+func (p *planner) stepRecord() *rollout.StepRecord {
+	if n := len(p.s.History); n > 0 && p.s.History[n-1].Step == p.s.Step {
+		return &p.s.History[n-1]
+	}
+	return nil
+}
+
+// evidence is the current attempt's latest evidence: this reconcile's, or
+// the one it read.
+func (p *planner) evidence() *rollout.Evidence {
+	if p.plan.Evidence != nil {
+		return p.plan.Evidence
+	}
+	return &p.o.Evidence
 }
 
 // analysisDue reports whether the Prometheus checks of a rollout should be
@@ -610,10 +653,18 @@ func (p *planner) hold() {
 	}
 }
 
-// endStep closes the current step's history record.
+// endStep closes the current step's history record, with the share of
+// requests the canary served when the policy counts them.
 func (p *planner) endStep() {
-	if n := len(p.s.History); n > 0 && p.s.History[n-1].Step == p.s.Step && p.s.History[n-1].Ended == nil {
-		p.s.History[n-1].Ended = p.now()
+	rec := p.stepRecord()
+	if rec == nil || rec.Ended != nil {
+		return
+	}
+	rec.Ended = p.now()
+	if share, requests, ok := p.evidence().Measured(); ok {
+		rec.Measured, rec.Requests = &share, int64(requests)
+		p.event(corev1.EventTypeNormal, "Measured", "step %d of %s (%d%% target, %.1f%% of pods): the canary served %.1f%% of %d requests",
+			rec.Step+1, p.name(), rec.Weight, rec.Effective, share, rec.Requests)
 	}
 }
 

@@ -774,3 +774,128 @@ func TestPlanWritesStateOnTransitionsOnly(t *testing.T) {
 		ev = *p.Evidence
 	}
 }
+
+// withComparison gives s an analysis of one comparison, named errors, and
+// a minimum of 100 requests a step.
+func withComparison(s *rollout.State) *rollout.State {
+	s.Policy.Analysis = &policy.Analysis{
+		Interval: metav1.Duration{Duration: 2 * time.Second}, FailureLimit: 1, NoDataLimit: 2, MinRequests: 100,
+		Prometheus: policy.Prometheus{URL: "http://prometheus:9090"},
+		Compare:    []policy.Comparison{{Name: "errors", Requests: "r", Errors: "e", Tolerance: 0.5, Alpha: 0.01}},
+	}
+	return s
+}
+
+// counters is one reading of the comparison: cumulative requests and
+// errors of one canary and one stable series.
+func counters(at time.Time, canaryRequests, canaryErrors, stableRequests, stableErrors float64) *policy.Evaluation {
+	return &policy.Evaluation{At: at, Readings: []policy.Reading{{Series: map[string]float64{
+		"cr/x": canaryRequests, "ce/x": canaryErrors, "sr/a": stableRequests, "se/a": stableErrors,
+	}}}}
+}
+
+// replay plans a step of web at one evaluation every 2s, feeding each
+// plan's state and evidence into the next, and returns the plans.
+func replay(t *testing.T, s *rollout.State, readings []*policy.Evaluation) []planned {
+	t.Helper()
+	d := web(10)
+	ev := rollout.Evidence{}
+	var plans []planned
+	for _, e := range readings {
+		o := withPods(observed{Now: e.At, Deployment: d, State: s, Canary: canary(d, 1, 1), Evidence: ev.For(s), Evaluation: e})
+		p := plan(o)
+		plans = append(plans, p)
+		if p.State == nil {
+			break
+		}
+		s = p.State
+		if p.Evidence != nil {
+			ev = *p.Evidence
+		}
+	}
+	return plans
+}
+
+func TestPlanComparison(t *testing.T) {
+	start := now.Add(-10 * time.Second)
+	fresh := func() *rollout.State {
+		s := withComparison(state(rollout.Progressing, 0))
+		s.Policy.Steps[0].Hold = metav1.Duration{Duration: 6 * time.Second}
+		s.StepStartedAt = ptr.To(metav1.NewMicroTime(start.Add(-time.Second)))
+		s.HoldingSince = ptr.To(metav1.NewMicroTime(start))
+		s.History = []rollout.StepRecord{{Step: 0, Weight: 5, Effective: 9.1, Canary: 1, Stable: 10, Started: *s.StepStartedAt}}
+		return s
+	}
+	at := func(i int) time.Time { return start.Add(time.Duration(2*i) * time.Second) }
+
+	t.Run("a healthy canary gathers its requests quietly, then passes with its measured share", func(t *testing.T) {
+		plans := replay(t, fresh(), []*policy.Evaluation{
+			counters(at(0), 0, 0, 1e6, 5000), // the baseline
+			counters(at(1), 40, 0, 1e6+400, 5002),
+			counters(at(2), 80, 0, 1e6+800, 5004),
+			counters(at(3), 120, 1, 1e6+1200, 5006), // hold over (6s), 120 requests: passes
+		})
+		require.Len(t, plans, 4)
+		for i, p := range plans[:3] {
+			assert.Equal(t, int32(0), p.State.Step, "evaluation %d", i)
+			assert.Nil(t, p.State.PassedSince, "evaluation %d: fewer than 100 requests", i)
+			assert.True(t, p.Evidence.Gathering, "evaluation %d", i)
+			assert.Empty(t, events(p), "evaluation %d: gathering is no news", i)
+			assert.Equal(t, policy.Counters{}, p.Evidence.Counters, "evaluation %d: gathering is not missing data", i)
+		}
+		last := plans[3]
+		assert.Equal(t, int32(1), last.State.Step, "moved on to step 2")
+		rec := last.State.History[0]
+		require.NotNil(t, rec.Measured)
+		assert.InDelta(t, 100*120.0/1320, *rec.Measured, 1e-9, "120 of the 1,320 requests since the step's first reading")
+		assert.Equal(t, int64(1320), rec.Requests)
+		assert.Equal(t, []string{
+			"Normal ChecksPass: checks of web at step 1 (5%): errors: canary 0.833% (1 of 120) vs stable 0.5% (6 of 1,200), 1.67× stable's rate; e-value 0.341 < 100 (tolerance 1.5× stable, alpha 0.01)",
+			"Normal Measured: step 1 of web (5% target, 9.1% of pods): the canary served 9.1% of 1320 requests",
+			"Normal Step: step 2 of 3: web canary at 25% target: 3 canary and 10 stable pods (23.1% effective)",
+		}, events(last))
+		assert.Equal(t, []policy.Tally{last.Evidence.Tallies[0]}, last.Evidence.Tallies)
+		assert.Equal(t, 120.0, last.Evidence.Tallies[0].Canary.Requests, "the attempt's counts go on to step 2")
+	})
+
+	t.Run("a regression rolls back at the evaluation that rejects, whatever failureLimit says", func(t *testing.T) {
+		plans := replay(t, fresh(), []*policy.Evaluation{
+			counters(at(0), 0, 0, 1e6, 5000),
+			counters(at(1), 36, 7, 1e6+364, 5002),
+		})
+		require.Len(t, plans, 2)
+		p := plans[1]
+		assert.Equal(t, rollout.RollingBack, p.State.Phase)
+		require.NotNil(t, p.State.Reason)
+		assert.Equal(t, "errors", p.State.Reason.Check)
+		assert.InDelta(t, 35.38, *p.State.Reason.Value, 0.01, "the canary's rate as a multiple of stable's")
+		assert.Equal(t, ptr.To(1.5), p.State.Reason.Bound)
+		assert.Equal(t, "errors: canary 19.4% (7 of 36) vs stable 0.549% (2 of 364), 35.4× stable's rate; e-value 7140 >= 100 (tolerance 1.5× stable, alpha 0.01)", p.State.Reason.Message)
+		assert.Equal(t, ptr.To[int32](0), p.CanaryReplicas, "the canary is cut")
+	})
+
+	t.Run("a canary traffic does not reach holds through its hold, then rolls back after noDataLimit", func(t *testing.T) {
+		plans := replay(t, fresh(), []*policy.Evaluation{
+			counters(at(0), 0, 0, 1e6, 5000),
+			counters(at(1), 1, 0, 1e6+400, 5002),
+			counters(at(2), 2, 0, 1e6+800, 5004),
+			counters(at(3), 3, 0, 1e6+1200, 5006), // the hold has run: counts as no data 1 of 2
+			counters(at(4), 4, 0, 1e6+1600, 5008), // 2 of 2
+			counters(at(5), 5, 0, 1e6+2000, 5010), // 3 > 2: rolls back
+		})
+		require.Len(t, plans, 6)
+		assert.Equal(t, policy.Counters{}, plans[2].Evidence.Counters)
+		assert.Equal(t, policy.Counters{NoData: 1}, plans[3].Evidence.Counters)
+		assert.Empty(t, events(plans[1]), "36 canary requests expected of 401: too few to tell")
+		assert.Contains(t, events(plans[2]), "Warning CanaryUnderServed: the canary of web served 0.2% of 802 requests at step 1, far below its 9.1% of pods: clients that keep connections open (HTTP keep-alive, HTTP/2, gRPC) stay on the stable pods they reached first; the comparison judges only the requests the canary served")
+		for _, p := range plans[3:] {
+			for _, e := range events(p) {
+				assert.NotContains(t, e, "CanaryUnderServed", "said once")
+			}
+		}
+		last := plans[5]
+		assert.Equal(t, rollout.RollingBack, last.State.Phase)
+		assert.Equal(t, "min-requests", last.State.Reason.Check)
+		assert.Equal(t, "canary served 5 of the 100 requests a step needs (minRequests) after the step's hold, in 3 consecutive evaluations (noDataLimit 2): traffic does not reach the canary enough; check its Services with kubectl fledge diagnose, lengthen the hold or lower analysis.minRequests", last.State.Reason.Message)
+	})
+}

@@ -376,8 +376,8 @@ func (r *Reconciler) apply(ctx context.Context, o observed, p planned) error {
 		logf.FromContext(ctx).Info(e.Message, "reason", e.Reason)
 	}
 	r.Metrics.cut(o, p)
-	if o.Evaluation != nil {
-		r.Metrics.evaluation(o.Evaluation)
+	if o.Evaluation != nil && p.Evidence != nil {
+		r.Metrics.evaluation(p.Evidence.Checks)
 	}
 	if p.Outcome != nil {
 		r.Metrics.outcome(p.Outcome)
@@ -387,7 +387,11 @@ func (r *Reconciler) apply(ctx context.Context, o observed, p planned) error {
 		if o.Canary != nil {
 			canary = o.Canary.Status.ReadyReplicas
 		}
-		r.Metrics.observeRollout(d.Namespace, d.Name, p.State, p.State.TargetWeight(), rollout.EffectiveWeight(canary, d.Status.ReadyReplicas))
+		ev := p.Evidence
+		if ev == nil {
+			ev = &o.Evidence
+		}
+		r.Metrics.observeRollout(d.Namespace, d.Name, p.State, p.State.TargetWeight(), rollout.EffectiveWeight(canary, d.Status.ReadyReplicas), ev)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package lab_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -485,6 +486,9 @@ func TestPolicyManifestIsAValidPolicy(t *testing.T) {
 	for _, p := range []lab.Policy{
 		{Namespace: "a", Holds: [3]string{"1s", "2s", "3s"}},
 		{Namespace: "a", Holds: [3]string{"1s", "2s", "3s"}, Capacity: "shift", PrometheusURL: "http://127.0.0.1:9090", NoDataLimit: 3, LatencyRatio: 1.5},
+		{Namespace: "a", Holds: [3]string{"1s", "2s", "3s"}, PrometheusURL: "http://127.0.0.1:9090", Compare: &lab.Comparison{}},
+		{Namespace: "a", Holds: [3]string{"1s", "2s", "3s"}, PrometheusURL: "http://127.0.0.1:9090", LatencyRatio: 1.5,
+			Compare: &lab.Comparison{Tolerance: 1, Alpha: 0.05, MinRequests: 30}},
 	} {
 		var cm corev1.ConfigMap
 		require.NoError(t, yaml.UnmarshalStrict([]byte(p.Manifest()), &cm))
@@ -492,5 +496,13 @@ func TestPolicyManifestIsAValidPolicy(t *testing.T) {
 		require.NoError(t, err)
 		assert.Len(t, parsed.Steps, 3)
 		assert.Equal(t, p.PrometheusURL != "", parsed.Analysis != nil)
+		if c := p.Compare; c != nil {
+			require.Len(t, parsed.Analysis.Compare, 1)
+			got := parsed.Analysis.Compare[0]
+			assert.Equal(t, cmp.Or(c.Tolerance, 0.5), got.Tolerance)
+			assert.Equal(t, cmp.Or(c.Alpha, 0.01), got.Alpha)
+			assert.Equal(t, int32(cmp.Or(c.MinRequests, 100)), parsed.Analysis.MinRequests)
+			assert.Equal(t, p.LatencyRatio > 0, len(parsed.Analysis.Checks) == 1)
+		}
 	}
 }

@@ -95,6 +95,19 @@ type Policy struct {
 	ReadyTimeout string
 	// LatencyRatio, when set, adds a mean-latency check with this maxRatio.
 	LatencyRatio float64
+	// Compare, when set, judges errors with the comparison of canary and
+	// stable on request counts instead of the error-rate threshold.
+	Compare *Comparison
+}
+
+// Comparison is the policy's comparison of canary and stable error
+// counts, on the demo app's http_requests_total.
+type Comparison struct {
+	// Tolerance and Alpha are the comparison's; 0 leaves each to its
+	// default (0.5 and 0.01).
+	Tolerance, Alpha float64
+	// MinRequests is analysis.minRequests; 0 leaves it to its default.
+	MinRequests int
 }
 
 // Manifest renders the ConfigMap as YAML.
@@ -130,14 +143,35 @@ data:
       noDataLimit: %d
       prometheus:
         url: %s
-      checks:
+`, p.NoDataLimit, p.PrometheusURL)
+	if c := p.Compare; c != nil {
+		if c.MinRequests > 0 {
+			fmt.Fprintf(&b, "      minRequests: %d\n", c.MinRequests)
+		}
+		b.WriteString(`      compare:
+      - name: errors
+        requests: http_requests_total{namespace="{{.Namespace}}",pod=~"{{.Pods}}"}
+        errors: http_requests_total{namespace="{{.Namespace}}",pod=~"{{.Pods}}",code=~"5.."}
+`)
+		if c.Tolerance > 0 {
+			fmt.Fprintf(&b, "        tolerance: %g\n", c.Tolerance)
+		}
+		if c.Alpha > 0 {
+			fmt.Fprintf(&b, "        alpha: %g\n", c.Alpha)
+		}
+	} else {
+		b.WriteString(`      checks:
       - name: error-rate
         query: |
           sum(rate(http_requests_total{namespace="{{.Namespace}}",pod=~"{{.Pods}}",code=~"5.."}[6s]))
           / sum(rate(http_requests_total{namespace="{{.Namespace}}",pod=~"{{.Pods}}"}[6s]))
         max: 0.05
-`, p.NoDataLimit, p.PrometheusURL)
+`)
+	}
 	if p.LatencyRatio > 0 {
+		if p.Compare != nil {
+			b.WriteString("      checks:\n")
+		}
 		fmt.Fprintf(&b, `      - name: mean-latency
         query: |
           sum(rate(http_request_duration_seconds_sum{namespace="{{.Namespace}}",pod=~"{{.Pods}}"}[6s]))
