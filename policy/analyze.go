@@ -83,8 +83,8 @@ func (q querier) read(ctx context.Context, c Comparison, s Subject) Reading {
 	}
 	for _, side := range []struct {
 		prefix, query, what string
-		track, pods        string
-		required           bool
+		track, pods         string
+		required            bool
 	}{
 		{canaryRequests, c.Requests, "requests", TrackCanary, s.CanaryPods, true},
 		{canaryErrors, c.Errors, "errors", TrackCanary, s.CanaryPods, false},
