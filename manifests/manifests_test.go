@@ -127,15 +127,24 @@ func TestExamplePolicyIsValid(t *testing.T) {
 	if got := p.StepsString(); got != "5% → 25% → 50% → 100%" {
 		t.Errorf("steps %s", got)
 	}
-	if p.Analysis == nil || p.Analysis.Prometheus.URL != "http://prometheus.monitoring.svc:9090" || len(p.Analysis.Checks) != 2 {
+	if p.Analysis == nil || p.Analysis.Prometheus.URL != "http://prometheus.monitoring.svc:9090" || len(p.Analysis.Checks) != 1 || len(p.Analysis.Compare) != 1 {
 		t.Fatalf("analysis %+v", p.Analysis)
 	}
-	errorRate, latency := p.Analysis.Checks[0], p.Analysis.Checks[1]
-	if errorRate.Name != "error-rate" || !reflect.DeepEqual(errorRate.Max, ptr.To(0.01)) {
-		t.Errorf("first check %+v, want error-rate with max 0.01", errorRate)
+	errors, latency := p.Analysis.Compare[0], p.Analysis.Checks[0]
+	want := policy.Comparison{
+		Name:      "errors",
+		Requests:  `http_requests_total{namespace="{{.Namespace}}",pod=~"{{.Pods}}"}`,
+		Errors:    `http_requests_total{namespace="{{.Namespace}}",pod=~"{{.Pods}}",code=~"5.."}`,
+		Tolerance: 0.5, Alpha: 0.01,
+	}
+	if errors != want {
+		t.Errorf("comparison %+v, want %+v", errors, want)
+	}
+	if p.Analysis.MinRequests != 100 {
+		t.Errorf("minRequests %d, want 100", p.Analysis.MinRequests)
 	}
 	if latency.Name != "p99-latency" || !reflect.DeepEqual(latency.MaxRatio, ptr.To(1.2)) {
-		t.Errorf("second check %+v, want p99-latency with maxRatio 1.2", latency)
+		t.Errorf("check %+v, want p99-latency with maxRatio 1.2", latency)
 	}
 }
 

@@ -15,10 +15,12 @@ import (
 //     with Failed set to the first failing check in policy order and its
 //     Reason ("error-rate 0.072 > 0.01"); within it the verdict is
 //     Inconclusive ("error-rate 0.072 > 0.01 (failure 1 of 1 tolerated)").
-//   - A comparison that failed fails at once, whatever failureLimit says:
-//     failureLimit is for thresholds on noisy values, while the
-//     comparison's rejection already has its error bounded by alpha, and
-//     its evidence only grows from one evaluation to the next.
+//   - A comparison that rejected fails at once, whatever failureLimit says
+//     and whatever other check failed beside it: failureLimit is for
+//     thresholds on noisy values, while the rejection already has its
+//     error bounded by alpha. Waiting for a second one would be worse than
+//     slow: the e-value can fall back under 1/alpha in the next interval,
+//     and a regression that was caught would escape.
 //   - Else any check inconclusive for want of data, or no check evaluated
 //     at all: NoData+1, Failures unchanged. Beyond a.NoDataLimit the
 //     verdict is Fail ("no data for error-rate in 5 consecutive evaluations
@@ -40,12 +42,14 @@ import (
 // Analysis tolerates neither failures nor missing data.
 func Judge(e Evaluation, c Counters, a *Analysis, held bool) (Verdict, Counters) {
 	failureLimit, noDataLimit := limits(a)
+	if rejected := firstRejected(e.Results); rejected != nil {
+		c.Failures++
+		c.NoData = 0
+		return judgeFailure(*rejected, c.Failures, 0), c
+	}
 	if failed := firstWith(e.Results, Fail); failed != nil {
 		c.Failures++
 		c.NoData = 0
-		if failed.rejected() {
-			failureLimit = 0
-		}
 		return judgeFailure(*failed, c.Failures, failureLimit), c
 	}
 	missing := firstMissing(e.Results)
@@ -66,6 +70,16 @@ func Judge(e Evaluation, c Counters, a *Analysis, held bool) (Verdict, Counters)
 // rejected reports whether r is a comparison's rejection: a failed result
 // with an e-value, which only comparisons have.
 func (r CheckResult) rejected() bool { return r.Result == Fail && r.EValue != nil }
+
+// firstRejected returns a copy of the first comparison's rejection.
+func firstRejected(results []CheckResult) *CheckResult {
+	for _, res := range results {
+		if res.rejected() {
+			return &res
+		}
+	}
+	return nil
+}
 
 // firstMissing returns a copy of the first result inconclusive for want of
 // data, not for gathering it.

@@ -193,3 +193,69 @@ func TestJudgeVerdictDoesNotAliasTheEvaluation(t *testing.T) {
 	eval.Results[0].Reason = "changed later"
 	assert.Equal(t, "error-rate 0.072 > 0.01", got.Failed.Reason)
 }
+
+func TestJudgeComparisonAndGathering(t *testing.T) {
+	rejected := CheckResult{Check: "errors", Result: Fail, Value: num(35.4), Bound: 1.5, Op: "<=", EValue: num(7140), Reason: "errors: ... e-value 7140 >= 100"}
+	accepted := CheckResult{Check: "errors", Result: Pass, Value: num(1), Bound: 1.5, Op: "<=", EValue: num(0.07), Reason: "errors: ... e-value 0.07 < 100"}
+	gathering := CheckResult{Check: "min-requests", Result: Inconclusive, Gathering: true, Value: num(40), Bound: 100, Op: ">=",
+		Reason: "canary served 40 of the 100 requests a step needs (minRequests)"}
+	tests := []struct {
+		name         string
+		eval         Evaluation
+		counters     Counters
+		held         bool
+		want         Verdict
+		wantCounters Counters
+	}{
+		{
+			name: "a comparison's rejection fails at once, whatever failureLimit tolerates",
+			eval: checked(accepted, rejected), counters: Counters{NoData: 2},
+			want:         Verdict{Result: Fail, Failed: failed(rejected), Reason: rejected.Reason},
+			wantCounters: Counters{Failures: 1},
+		},
+		{
+			name:         "a rejection beside a failed threshold fails at once too, with the rejection's reason",
+			eval:         checked(errorRateFails, rejected),
+			want:         Verdict{Result: Fail, Failed: failed(rejected), Reason: rejected.Reason},
+			wantCounters: Counters{Failures: 1},
+		},
+		{
+			name: "gathering during the hold holds without counting anything",
+			eval: checked(errorRatePasses, accepted, gathering), counters: Counters{Failures: 1, NoData: 1},
+			want:         Verdict{Result: Inconclusive, Gathering: true, Reason: gathering.Reason},
+			wantCounters: Counters{Failures: 1, NoData: 1},
+		},
+		{
+			name: "gathering after the hold counts as missing evidence",
+			eval: checked(accepted, gathering), counters: Counters{NoData: 1}, held: true,
+			want:         Verdict{Result: Inconclusive, Reason: gathering.Reason + " (no data 2 of 4 tolerated)"},
+			wantCounters: Counters{NoData: 2},
+		},
+		{
+			name: "beyond noDataLimit after the hold it fails, saying what to do",
+			eval: checked(accepted, gathering), counters: Counters{NoData: 4}, held: true,
+			want: Verdict{Result: Fail, Failed: failed(gathering), Reason: gathering.Reason + " after the step's hold, in 5 consecutive evaluations (noDataLimit 4): " +
+				"traffic does not reach the canary enough; check its Services with kubectl fledge diagnose, lengthen the hold or lower analysis.minRequests"},
+			wantCounters: Counters{NoData: 5},
+		},
+		{
+			name: "missing data is missing data, gathering or not",
+			eval: checked(errorRateNoData, gathering), held: false,
+			want:         Verdict{Result: Inconclusive, Reason: "no data for error-rate (no data 1 of 4 tolerated)"},
+			wantCounters: Counters{NoData: 1},
+		},
+		{
+			name:         "a failed threshold still has its failureLimit beside a comparison",
+			eval:         checked(errorRateFails, accepted),
+			want:         Verdict{Result: Inconclusive, Reason: "error-rate 0.072 > 0.01 (failure 1 of 1 tolerated)"},
+			wantCounters: Counters{Failures: 1},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, counters := Judge(tt.eval, tt.counters, limited(1, 4), tt.held)
+			assert.Equal(t, tt.want, got)
+			assert.Equal(t, tt.wantCounters, counters)
+		})
+	}
+}

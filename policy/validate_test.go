@@ -1,7 +1,9 @@
 package policy
 
 import (
+	"encoding/json"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -210,4 +212,101 @@ func TestParseValidatesWhatItDecoded(t *testing.T) {
 	doc := "steps:\n- {weight: 5, hold: 1m}\nanalysis: {}\n"
 	_, err := Parse([]byte(doc))
 	assert.EqualError(t, err, "analysis.checks: none given; remove analysis or add checks or compare")
+}
+
+func TestValidateComparison(t *testing.T) {
+	base := func() *Policy {
+		p := Default()
+		p.Analysis = &Analysis{
+			Interval: dur(15 * time.Second), FailureLimit: 1, NoDataLimit: 4, MinRequests: 100,
+			Prometheus: Prometheus{URL: "http://prometheus:9090"},
+			Compare:    []Comparison{errorsComparison},
+		}
+		return p
+	}
+	tests := []struct {
+		name   string
+		mutate func(p *Policy)
+		want   string
+	}{
+		{"a comparison alone is an analysis", func(p *Policy) {}, ""},
+		{"tolerance 0 (no worse than stable at all) is valid", func(p *Policy) { p.Analysis.Compare[0].Tolerance = 0 }, ""},
+		{"alpha up to 0.5", func(p *Policy) { p.Analysis.Compare[0].Alpha = 0.5 }, ""},
+		{"minRequests 0 sets no minimum", func(p *Policy) { p.Analysis.MinRequests = 0 }, ""},
+		{"beside a check", func(p *Policy) { p.Analysis.Checks = []Check{{Name: "p99", Query: "q", MaxRatio: num(1.2)}} }, ""},
+
+		{"a name is required", func(p *Policy) { p.Analysis.Compare[0].Name = "" }, "analysis.compare[0].name: required; a short name such as error-rate"},
+		{"names are unique across checks and comparisons", func(p *Policy) {
+			p.Analysis.Checks = []Check{{Name: "errors", Query: "q", Max: num(0.01)}}
+		}, `analysis.compare[0].name: "errors" is already used by analysis.checks[0]`},
+		{"both queries are required", func(p *Policy) { p.Analysis.Compare[0].Requests, p.Analysis.Compare[0].Errors = "", "" },
+			`analysis.compare[0].requests: required; a PromQL template for per-pod counters such as http_requests_total{namespace="{{.Namespace}}",pod=~"{{.Pods}}"}; ` +
+				`analysis.compare[0].errors: required; a PromQL template for per-pod counters such as http_requests_total{namespace="{{.Namespace}}",pod=~"{{.Pods}}",code=~"5.."}`},
+		{"a query must render", func(p *Policy) { p.Analysis.Compare[0].Errors = `x{pod=~"{{.Pod}}"}` },
+			"analysis.compare[0].errors: template uses unknown variable .Pod; allowed: .Namespace, .Deployment, .Track, .Pods"},
+		{"a negative tolerance", func(p *Policy) { p.Analysis.Compare[0].Tolerance = -0.1 },
+			"analysis.compare[0].tolerance: -0.1 is not between 0 and 100; 0.5 lets the canary's error rate reach 1.5 × stable's"},
+		{"a NaN tolerance", func(p *Policy) { p.Analysis.Compare[0].Tolerance = math.NaN() },
+			"analysis.compare[0].tolerance: NaN is not between 0 and 100; 0.5 lets the canary's error rate reach 1.5 × stable's"},
+		{"alpha 0", func(p *Policy) { p.Analysis.Compare[0].Alpha = 0 },
+			"analysis.compare[0].alpha: 0 is not above 0 and at most 0.5; it is the chance of rolling back a canary within the tolerance, such as 0.01"},
+		{"alpha above one half", func(p *Policy) { p.Analysis.Compare[0].Alpha = 0.6 },
+			"analysis.compare[0].alpha: 0.6 is not above 0 and at most 0.5; it is the chance of rolling back a canary within the tolerance, such as 0.01"},
+		{"a negative minimum", func(p *Policy) { p.Analysis.MinRequests = -1 }, "analysis.minRequests: -1 is below 0"},
+		{"a minimum without a comparison to count requests", func(p *Policy) {
+			p.Analysis.Compare = nil
+			p.Analysis.Checks = []Check{{Name: "p99", Query: "q", MaxRatio: num(1.2)}}
+		}, "analysis.minRequests: needs analysis.compare, whose requests query counts the canary's requests; add a comparison or remove minRequests"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := base()
+			tt.mutate(p)
+			err := p.Validate()
+			if tt.want == "" {
+				assert.NoError(t, err)
+				return
+			}
+			assert.EqualError(t, err, tt.want)
+		})
+	}
+}
+
+func TestParseFillsComparisonDefaults(t *testing.T) {
+	doc := `
+steps: [{weight: 5, hold: 1m}]
+analysis:
+  prometheus: {url: "http://prometheus:9090"}
+  compare:
+  - name: errors
+    requests: 'http_requests_total{pod=~"{{.Pods}}"}'
+    errors: 'http_requests_total{pod=~"{{.Pods}}",code=~"5.."}'
+  - name: timeouts
+    requests: 'http_requests_total{pod=~"{{.Pods}}"}'
+    errors: 'http_requests_total{pod=~"{{.Pods}}",code="504"}'
+    tolerance: 0
+    alpha: 0.05
+`
+	p, err := Parse([]byte(doc))
+	require.NoError(t, err)
+	assert.Equal(t, int32(100), p.Analysis.MinRequests, "a comparison brings the default minimum")
+	assert.Equal(t, [2]float64{0.5, 0.01}, [2]float64{p.Analysis.Compare[0].Tolerance, p.Analysis.Compare[0].Alpha})
+	assert.Equal(t, [2]float64{0, 0.05}, [2]float64{p.Analysis.Compare[1].Tolerance, p.Analysis.Compare[1].Alpha}, "written values are kept, 0 included")
+
+	p, err = Parse([]byte(doc + "  minRequests: 0\n"))
+	require.NoError(t, err)
+	assert.Equal(t, int32(0), p.Analysis.MinRequests, "an explicit 0 is kept")
+
+	_, err = Parse([]byte(doc + "  compare2: []\n"))
+	assert.ErrorContains(t, err, "analysis.compare2: unknown field")
+	_, err = Parse([]byte(strings.Replace(doc, "tolerance: 0", "tolerence: 0", 1)))
+	assert.ErrorContains(t, err, "analysis.compare[1].tolerence: unknown field; allowed: name, requests, errors, tolerance, alpha")
+
+	// The snapshot round-trips: the rollout annotation re-read is the same policy.
+	j, err := json.Marshal(p)
+	require.NoError(t, err)
+	var back Policy
+	require.NoError(t, json.Unmarshal(j, &back))
+	assert.Equal(t, *p, back)
+	assert.NoError(t, back.Validate())
 }

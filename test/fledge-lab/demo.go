@@ -129,7 +129,8 @@ func demoIntro(hold time.Duration) string {
 	return fmt.Sprintf(`fledge-lab demo: progressive delivery of a plain Deployment, on a lab started here.
   1. web v1 serves %d requests a second from %d pods, in a namespace that opted in to fledge.
   2. v2, healthy, is applied with kubectl: fledge gives it 5%%, 25%%, 50%% of the pods (and so of
-     the traffic), holding %s, %s and %s while Prometheus checks its error rate, then promotes it.
+     the traffic), holding %s, %s and %s while it compares v2's errors with v1's, counted by
+     Prometheus, in a sequential test, then promotes it.
   3. v3, which starts failing after a while, is applied: caught at 50%%, it is rolled back. web
      then holds v3: the Deployment stays paused on the template applied while v2's pods serve
      everyone, and applying v3 again changes nothing.
@@ -387,7 +388,7 @@ func (d *demoRun) outcomeSince(ctx context.Context, applied time.Time) (*rollout
 
 // breakMargin is how long after the canary's pods are Ready at 50% v3
 // starts failing: late enough to be sure 25% is over, early enough for
-// two failed evaluations of a 6s error rate well within the 50% hold.
+// the comparison's rejection (a few evaluations) well within the 50% hold.
 const breakMargin = 3 * time.Second
 
 // breakAfter is the FAIL_AFTER of v3. FAIL_AFTER counts from each demo
@@ -680,13 +681,13 @@ func unsafeInShell(r rune) bool {
 }
 
 // caughtAtHalf checks that v3 ended as the seed's table says: issues
-// detected at 50% by the error-rate check, rolled back.
+// detected at 50% by the comparison of its errors with v2's, rolled back.
 func caughtAtHalf(o *rollout.Outcome) error {
 	switch {
 	case o.Phase != rollout.RolledBack:
 		return fmt.Errorf("demo: v3 fails after a while, yet its rollout ended %s: it should have been rolled back at 50%%", o.Phase)
-	case o.Reason == nil || o.Reason.Step != 2 || o.Reason.Check != "error-rate":
-		return fmt.Errorf("demo: v3 was rolled back%s, not by the error rate at step 3 (50%%) as the demo intends; "+
+	case o.Reason == nil || o.Reason.Step != 2 || o.Reason.Check != "errors":
+		return fmt.Errorf("demo: v3 was rolled back%s, not by its errors at step 3 (50%%) as the demo intends; "+
 			"on a busy machine its FAIL_AFTER may have come too early or too late", reasonSuffix(o.Reason))
 	}
 	return nil
@@ -700,8 +701,9 @@ func reasonSuffix(r *rollout.Reason) string {
 }
 
 // summary prints each rollout: its outcome, and per step the target, the
-// share the pod counts gave, the share users' requests really had, and
-// what users saw fail.
+// share the pod counts gave, the share of requests the canary served as
+// fledge counted them (from Prometheus) and as the users saw them (the
+// traffic generator's own count), and what users saw fail.
 func (d *demoRun) summary(releases ...*release) {
 	fmt.Fprintln(d.out, "\n== Summary ==")
 	for _, r := range releases {
@@ -709,7 +711,7 @@ func (d *demoRun) summary(releases ...*release) {
 		fmt.Fprintf(d.out, "web %s (%s): %s%s, %s after kubectl apply\n", r.tag, r.what, o.Phase, reasonSuffix(o.Reason),
 			o.FinishedAt.Sub(r.applied).Round(100*time.Millisecond))
 		tw := tabwriter.NewWriter(d.out, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "  step\ttarget\tcanary pods\teffective\tmeasured\trequests\tfailed\tduration")
+		fmt.Fprintln(tw, "  step\ttarget\tcanary pods\teffective\tserved (fledge)\tserved (users)\trequests\tfailed\tduration")
 		for _, h := range o.History {
 			fmt.Fprintln(tw, d.stepRow(h, o))
 		}
@@ -755,23 +757,27 @@ func (d *demoRun) endLine(o *rollout.Outcome, lastStep time.Time) string {
 	return line
 }
 
-// stepRow is one step of the summary. The measured share leaves out the
+// stepRow is one step of the summary. The users' share leaves out the
 // first second after the canary pods were Ready, which the EndpointSlice
-// and the pod runner take to catch up.
+// and the pod runner take to catch up; fledge's is counted from the step's
+// first reading of the counters, at about the same time.
 func (d *demoRun) stepRow(h rollout.StepRecord, o *rollout.Outcome) string {
 	ended := o.FinishedAt.Time
 	if h.Ended != nil {
 		ended = h.Ended.Time
 	}
-	measured, requests, failed := "-", "-", "-"
+	counted, measured, requests, failed := "-", "-", "-", "-"
+	if h.Measured != nil {
+		counted = fmt.Sprintf("%.1f%%", *h.Measured)
+	}
 	if h.Ready != nil {
 		s := d.traffic.Between(h.Ready.Add(time.Second), ended)
 		measured = fmt.Sprintf("%.1f%%", 100*s.Share(rollout.TrackCanary))
 		requests = fmt.Sprint(s.Requests())
 		failed = fmt.Sprint(s.Errors())
 	}
-	return fmt.Sprintf("  %d\t%d%%\t%d of %d\t%.1f%%\t%s\t%s\t%s\t%s",
-		h.Step+1, h.Weight, h.Canary, h.Canary+h.Stable, h.Effective, measured, requests, failed,
+	return fmt.Sprintf("  %d\t%d%%\t%d of %d\t%.1f%%\t%s\t%s\t%s\t%s\t%s",
+		h.Step+1, h.Weight, h.Canary, h.Canary+h.Stable, h.Effective, counted, measured, requests, failed,
 		ended.Sub(h.Started.Time).Round(100*time.Millisecond))
 }
 
@@ -833,14 +839,16 @@ metadata:
 
 // demoPolicyYAML is the team's policy: holds long enough to watch, the 50%
 // step twice as long (the last look before everyone gets the version, and
-// room for v3's failure to show), and the error rate of the canary's pods
-// over 6s windows, evaluated every 2s. noDataLimit covers the seconds a
-// new canary pod waits for Prometheus to discover it and scrape it twice:
-// about 10s (5 evaluations) on an idle machine; 10 leaves room for a busy one.
+// room for v3's failure to show), and the comparison of the canary's
+// errors with the stable pods', evaluated every 2s, with its defaults
+// (tolerance 0.5, alpha 0.01, 100 requests a step). noDataLimit covers the
+// seconds a new canary pod waits for Prometheus to discover it and scrape
+// it: about 4s (2 evaluations) on an idle machine; 10 leaves room for a
+// busy one.
 func demoPolicyYAML(prometheusURL string, hold time.Duration) string {
 	return lab.Policy{
 		Namespace: demoNamespace, Holds: [3]string{hold.String(), hold.String(), (2 * hold).String()},
-		PrometheusURL: prometheusURL, NoDataLimit: 10,
+		PrometheusURL: prometheusURL, NoDataLimit: 10, Compare: &lab.Comparison{},
 	}.Manifest()
 }
 

@@ -28,7 +28,7 @@ import (
 // `make demo` does, with short holds: kubectl shows fledge's admission
 // warning, the summary has v2 Succeeded through 5%, 25% and 50% with the
 // measured traffic following the pod counts and no failed request during
-// the steps, and v3 RolledBack by its error rate at 50% after two clean
+// the steps, and v3 RolledBack by its errors at 50% after two clean
 // steps; web then holds v3 paused with v2's pods serving, applying v3 again
 // is "unchanged", and kubectl fledge undo brings web back to v2 without
 // replacing a pod or failing a request; and nothing of the lab is left
@@ -63,7 +63,7 @@ func TestDemoPromotesV2RollsBackV3AtHalfAndUndoesIt(t *testing.T) {
 	v2, v3, ok := strings.Cut(summary, "\nweb v3 ")
 	require.True(t, ok, summary)
 	assert.Regexp(t, `\nweb v2 \(a healthy version\): Succeeded, `, v2)
-	assert.Regexp(t, `^\(answers 500 once it has run \d+s\): RolledBack: error-rate \d\.\d+ > 0\.05 at step 3 \(50%\), `, v3)
+	assert.Regexp(t, `^\(answers 500 once it has run \d+s\): RolledBack: errors: canary [\d.]+% \([\d,]+ of [\d,]+\) vs stable 0% \(0 of [\d,]+\); e-value \S+ >= 100 \(tolerance 1\.5× stable, alpha 0\.01\) at step 3 \(50%\), `, v3)
 
 	rows := stepRows(t, v2)
 	require.Len(t, rows, 3, v2)
@@ -76,6 +76,9 @@ func TestDemoPromotesV2RollsBackV3AtHalfAndUndoesIt(t *testing.T) {
 		p, n := rows[i].effective/100, float64(rows[i].requests)
 		require.GreaterOrEqual(t, rows[i].requests, 1000, "v2 step %d", i+1)
 		assert.InDelta(t, rows[i].effective, rows[i].measured, 400*math.Sqrt(p*(1-p)/n), "v2 step %d: measured share vs effective weight, %d requests", i+1, rows[i].requests)
+		// fledge counts the same requests from Prometheus, over a window
+		// that starts and ends within a scrape (2s) of the users' own.
+		assert.InDelta(t, rows[i].measured, rows[i].counted, 400*math.Sqrt(p*(1-p)/n), "v2 step %d: fledge's count vs the users'", i+1)
 		assert.Zero(t, rows[i].failed, "v2 step %d", i+1)
 	}
 	rows = stepRows(t, v3)
@@ -110,23 +113,27 @@ func TestDemoPromotesV2RollsBackV3AtHalfAndUndoesIt(t *testing.T) {
 
 // summaryRow is one step of the demo's summary.
 type summaryRow struct {
-	weight              int
-	effective, measured float64
-	requests, failed    int
+	weight                       int
+	effective, counted, measured float64
+	requests, failed             int
 }
 
 // stepRows reads the step rows of one release's summary.
 func stepRows(t *testing.T, block string) []summaryRow {
 	t.Helper()
-	row := regexp.MustCompile(`(?m)^  \d\s+(\d+)%\s+\d+ of \d+\s+([\d.]+)%\s+([\d.]+)%\s+(\d+)\s+(\d+)\s+\S+$`)
+	row := regexp.MustCompile(`(?m)^  \d\s+(\d+)%\s+\d+ of \d+\s+([\d.]+)%\s+([\d.]+%|-)\s+([\d.]+)%\s+(\d+)\s+(\d+)\s+\S+$`)
 	var rows []summaryRow
 	for _, m := range row.FindAllStringSubmatch(block, -1) {
 		var r summaryRow
 		r.weight, _ = strconv.Atoi(m[1])
 		r.effective, _ = strconv.ParseFloat(m[2], 64)
-		r.measured, _ = strconv.ParseFloat(m[3], 64)
-		r.requests, _ = strconv.Atoi(m[4])
-		r.failed, _ = strconv.Atoi(m[5])
+		r.counted = math.NaN() // "-": fledge counted nothing at this step
+		if c, err := strconv.ParseFloat(strings.TrimSuffix(m[3], "%"), 64); err == nil {
+			r.counted = c
+		}
+		r.measured, _ = strconv.ParseFloat(m[4], 64)
+		r.requests, _ = strconv.Atoi(m[5])
+		r.failed, _ = strconv.Atoi(m[6])
 		rows = append(rows, r)
 	}
 	return rows
@@ -160,11 +167,11 @@ func TestCaughtAtHalf(t *testing.T) {
 		outcome rollout.Outcome
 		err     string
 	}{
-		{"rolled back by the error rate at 50%",
-			rollout.Outcome{Phase: rollout.RolledBack, Reason: &rollout.Reason{Check: "error-rate", Step: 2, Weight: 50}}, ""},
+		{"rolled back by its errors at 50%",
+			rollout.Outcome{Phase: rollout.RolledBack, Reason: &rollout.Reason{Check: "errors", Step: 2, Weight: 50}}, ""},
 		{"rolled back at 25% is not what the demo shows",
-			rollout.Outcome{Phase: rollout.RolledBack, Reason: &rollout.Reason{Check: "error-rate", Step: 1, Weight: 25, Message: "error-rate 0.09 > 0.05"}},
-			"demo: v3 was rolled back: error-rate 0.09 > 0.05 at step 2 (25%), not by the error rate at step 3 (50%) as the demo intends; on a busy machine its FAIL_AFTER may have come too early or too late"},
+			rollout.Outcome{Phase: rollout.RolledBack, Reason: &rollout.Reason{Check: "errors", Step: 1, Weight: 25, Message: "errors: canary 9% (9 of 100) vs stable 0% (0 of 900); e-value 2e+03 >= 100 (tolerance 1.5× stable, alpha 0.01)"}},
+			"demo: v3 was rolled back: errors: canary 9% (9 of 100) vs stable 0% (0 of 900); e-value 2e+03 >= 100 (tolerance 1.5× stable, alpha 0.01) at step 2 (25%), not by its errors at step 3 (50%) as the demo intends; on a busy machine its FAIL_AFTER may have come too early or too late"},
 		{"promoted means the failure came too late",
 			rollout.Outcome{Phase: rollout.Succeeded},
 			"demo: v3 fails after a while, yet its rollout ended Succeeded: it should have been rolled back at 50%"},
@@ -192,7 +199,7 @@ func TestFailures(t *testing.T) {
 
 func TestDemoIntro(t *testing.T) {
 	intro := demoIntro(15 * time.Second)
-	assert.Contains(t, intro, "holding 15s, 15s and 30s while Prometheus checks its error rate")
+	assert.Contains(t, intro, "holding 15s, 15s and 30s while it compares v2's errors with v1's")
 	assert.Contains(t, intro, "web\n     then holds v3: the Deployment stays paused on the template applied while v2's pods serve\n")
 	assert.Contains(t, intro, "  4. kubectl fledge undo puts v2's template back and unpauses web: none of its pods is replaced.\n")
 }
@@ -356,8 +363,8 @@ func TestSummaryOfAHeldRelease(t *testing.T) {
 		Reason:     &rollout.Reason{Check: "error-rate", Step: 2, Weight: 50, Message: "error-rate 0.0844 > 0.05"},
 		FinishedAt: *at(40.9),
 		History: []rollout.StepRecord{
-			{Step: 0, Weight: 5, Effective: 100.0 / 11, Canary: 1, Stable: 10, Started: *at(0), Ready: at(1), Ended: at(16)},
-			{Step: 1, Weight: 25, Effective: 300.0 / 13, Canary: 3, Stable: 10, Started: *at(16), Ready: at(17), Ended: at(30)},
+			{Step: 0, Weight: 5, Effective: 100.0 / 11, Measured: ptr.To(8.94), Requests: 2980, Canary: 1, Stable: 10, Started: *at(0), Ready: at(1), Ended: at(16)},
+			{Step: 1, Weight: 25, Effective: 300.0 / 13, Measured: ptr.To(23.6), Requests: 2600, Canary: 3, Stable: 10, Started: *at(16), Ready: at(17), Ended: at(30)},
 			{Step: 2, Weight: 50, Effective: 50, Canary: 10, Stable: 10, Started: *at(30), Ready: at(30.5), Ended: at(40.7)},
 		},
 	}
@@ -369,10 +376,10 @@ func TestSummaryOfAHeldRelease(t *testing.T) {
 	assert.Equal(t, `
 == Summary ==
 web v3 (answers 500 once it has run 33s): RolledBack: error-rate 0.0844 > 0.05 at step 3 (50%), 40.9s after kubectl apply
-  step  target  canary pods  effective  measured  requests  failed  duration
-  1     5%      1 of 11      9.1%       0.0%      0         0       16s
-  2     25%     3 of 13      23.1%      0.0%      0         0       14s
-  3     50%     10 of 20     50.0%      0.0%      0         0       10.7s
+  step  target  canary pods  effective  served (fledge)  served (users)  requests  failed  duration
+  1     5%      1 of 11      9.1%       8.9%             0.0%            0         0       16s
+  2     25%     3 of 13      23.1%      23.6%            0.0%            0         0       14s
+  3     50%     10 of 20     50.0%      -                0.0%            0         0       10.7s
   then the canary was cut (100% stable) in 200ms
   users during the rollout: no requests
   then web held v3: paused on its template, 10 pods of v2 serving; applying v3 again released nothing
