@@ -35,10 +35,23 @@ the stable pods' value, "1.31× stable > 1.2×") and what comes next. The curren
 step is marked with ▶. The header says which attempt runs when it is not the
 first (a retry, a re-release of the same revision).
 
+A policy with analysis.compare counts the requests each side serves, and the
+table gains a CANARY SHARE column: the canary's share of ready pods beside the
+share of the step's requests it served, "4.8% of pods, 5.1% of 2,180 requests"
+(as recorded when a step ended; live for the current one). A comparison reads
+as the error rates it compares over the attempt and its e-value against the
+limit it fails at (1/alpha), "errors 0.7% vs stable 0.5% (tolerated 1.5×),
+e-value 1.3 < 20 ✓". A step whose canary has served too few requests so far
+(none yet, or fewer than analysis.minRequests) reads "waiting for requests":
+it is not missing data, the step holds for them. When the canary serves far
+less than its share of pods, a Traffic line says so: clients that keep their
+connections open (HTTP keep-alive, HTTP/2, gRPC) stay on the stable pods.
+
 What comes next is the time left in the hold, or why the hold does not count
-down: checks without data ("no data") never let a hold complete, and while the
-step is stalled (canary pods not Ready, no pods wanted, a Service that misses
-the canary, the stable ReplicaSet gone: the Message line says which) its hold is
+down: checks without data ("no data") never let a hold complete, nor do too few
+requests once the hold has run (they count as no data), and while the step is
+stalled (canary pods not Ready, no pods wanted, a Service that misses the
+canary, the stable ReplicaSet gone: the Message line says which) its hold is
 paused.
 
 Without a rollout in progress it shows the last finished one: its outcome, the

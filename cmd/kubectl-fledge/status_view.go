@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -129,9 +130,9 @@ func formatStatus(v statusView) string {
 	}
 	switch {
 	case v.live():
-		return warning + runningHeader(v) + "\n" + stepTable(runningRows(v))
+		return warning + runningHeader(v) + "\n" + stepTable(runningRows(v), compares(v.State.Policy.Analysis))
 	case v.Outcome != nil:
-		return warning + finishedHeader(v) + "\n" + stepTable(finishedRows(v.Outcome))
+		return warning + finishedHeader(v) + "\n" + stepTable(finishedRows(v.Outcome), false)
 	case v.State != nil || v.Rejected != "" || v.OutcomeUnreadable != "":
 		var t table
 		t.add("Rollout:", v.Namespace+"/"+v.Name+" (none in progress)")
@@ -158,6 +159,9 @@ func runningHeader(v statusView) string {
 	}
 	if s.Message != "" {
 		t.add("Message:", s.Message)
+	}
+	if line := underServedLine(v); line != "" {
+		t.add("Traffic:", line)
 	}
 	t.add("Started:", fmt.Sprintf("%s (%s ago)", timestamp(s.StartedAt.Time), since(v.Now, s.StartedAt.Time)))
 	notes(&t, v)
@@ -267,17 +271,35 @@ func orDash(s string) string {
 }
 
 // stepRow is one row of the process table. Monitoring may hold several
-// lines, one per check.
+// lines, one per check. Share is the canary's measured share of the
+// step's requests beside its share of pods (canaryShare); "" when none
+// was measured.
 type stepRow struct {
 	step, action, state, group string
+	share                      string
 	monitoring                 []string
 	next                       string
 	current                    bool
 }
 
-func stepTable(rows []stepRow) string {
+// stepTable renders the rows. The CANARY SHARE column is there when a
+// row has a measured share, or when withShare says the policy measures
+// them (so that it does not appear from one redraw to the next); a
+// policy without a comparison measures none, and its table is as it
+// always was.
+func stepTable(rows []stepRow, withShare bool) string {
+	for _, r := range rows {
+		withShare = withShare || r.share != ""
+	}
 	var t table
-	t.add("STEP", "ACTION", "DEPLOYMENT STATE", "USER GROUP", "MONITORING RESULT", "NEXT STEP")
+	add := func(step, action, state, group, share, monitoring, next string) {
+		if withShare {
+			t.add(step, action, state, group, share, monitoring, next)
+		} else {
+			t.add(step, action, state, group, monitoring, next)
+		}
+	}
+	add("STEP", "ACTION", "DEPLOYMENT STATE", "USER GROUP", "CANARY SHARE", "MONITORING RESULT", "NEXT STEP")
 	for _, r := range rows {
 		mark := "  "
 		if r.current {
@@ -287,12 +309,60 @@ func stepTable(rows []stepRow) string {
 		if len(r.monitoring) > 0 {
 			first = r.monitoring[0]
 		}
-		t.add(mark+r.step, r.action, r.state, r.group, first, r.next)
+		add(mark+r.step, r.action, r.state, r.group, orDash(r.share), first, r.next)
 		for _, more := range r.monitoring[min(1, len(r.monitoring)):] {
-			t.add("", "", "", "", more, "")
+			add("", "", "", "", "", more, "")
 		}
 	}
 	return t.String()
+}
+
+// compares reports whether the analysis has comparisons, which measure
+// the canary's share of requests at every step.
+func compares(a *policy.Analysis) bool { return a != nil && len(a.Compare) > 0 }
+
+// canaryShare reads "4.8% of pods, 5.1% of 2,180 requests": the canary's
+// share of ready pods (its effective weight) and the share of the step's
+// requests it served.
+func canaryShare(effective, measured, requests float64) string {
+	return fmt.Sprintf("%.1f%% of pods, %.1f%% of %s", effective, measured, requestsOf(requests))
+}
+
+// recordedShare is the canary share of a step that ended, as the router
+// recorded it; "" when it measured none.
+func recordedShare(rec *rollout.StepRecord) string {
+	if rec == nil || rec.Measured == nil {
+		return ""
+	}
+	return canaryShare(rec.Effective, *rec.Measured, float64(rec.Requests))
+}
+
+// liveShare is the current step's measured share of requests and how
+// many they are, from the last evaluation of this step, and the canary's
+// share of the ready pods now; ok is false before any request counted.
+func liveShare(v statusView) (share, requests, effective float64, ok bool) {
+	if !freshEvidence(v) {
+		return 0, 0, 0, false
+	}
+	share, requests, ok = v.Evidence.Measured()
+	return share, requests, rollout.EffectiveWeight(v.CanaryReady, v.StableReady), ok
+}
+
+// underServedLine says, while a step runs, that its canary serves far
+// less than its share of pods (rollout.UnderServed), with the numbers and
+// the likely cause; "" otherwise.
+func underServedLine(v statusView) string {
+	s := v.State
+	if !s.Phase.Live() || !stepIn(s) {
+		return ""
+	}
+	share, requests, effective, ok := liveShare(v)
+	if !ok || !rollout.UnderServed(share, requests, effective) {
+		return ""
+	}
+	return fmt.Sprintf("the canary served %.1f%% of %s at this step, far below its %.1f%% of pods: "+
+		"clients that keep connections open (HTTP keep-alive, HTTP/2, gRPC) stay on the stable pods they reached first",
+		share, requestsOf(requests), effective)
 }
 
 // Actions and states in the seed's words.
@@ -347,7 +417,7 @@ func recordedGroup(weight int32, rec *rollout.StepRecord) string {
 func pastRow(i int, weight int32, rec *rollout.StepRecord, next string) stepRow {
 	return stepRow{
 		step: fmt.Sprint(i + 1), action: actionOf(i), state: stateRunning,
-		group: recordedGroup(weight, rec), monitoring: []string{noIssues}, next: next,
+		group: recordedGroup(weight, rec), share: recordedShare(rec), monitoring: []string{noIssues}, next: next,
 	}
 }
 
@@ -388,13 +458,22 @@ func currentRow(v statusView, i int) stepRow {
 		monitoring: checkLines(v),
 		current:    true,
 	}
+	share, requests, effective, measured := liveShare(v)
+	if measured {
+		row.share = canaryShare(effective, share, requests)
+	}
 	switch s.Phase {
 	case rollout.RollingBack, rollout.Aborted:
-		// The final row is where the rollout is; this one says why.
+		// The final row is where the rollout is; this one says why. Its
+		// canary is scaled to 0: the step's pods are those recorded.
 		row.current = false
 		row.state = "canary scaled to 0"
 		if rec := recordFor(s.History, st.Weight); rec != nil {
 			row.group = recordedGroup(st.Weight, rec)
+			row.share = recordedShare(rec)
+			if row.share == "" && measured {
+				row.share = canaryShare(rec.Effective, share, requests)
+			}
 		}
 		row.monitoring = []string{issueText(s.Phase, s.Reason)}
 		row.next = endAction(s.Phase)
@@ -432,11 +511,19 @@ func holdNext(v statusView, i int, st policy.Step) string {
 		return "hold cannot complete until the checks pass (no data)"
 	}
 	left := s.HoldLeft(v.Now)
+	waiting := s.AwaitsPass() && gathering(v.Evidence)
+	if waiting && left == 0 {
+		// Past the hold, the router counts a step still short of requests
+		// as one without data, toward noDataLimit.
+		return "hold cannot complete until the canary has served enough requests (counted as no data)"
+	}
 	next := nextAfter(i, len(s.Policy.Steps))
 	if st.Approval == policy.ApprovalManual {
 		next = "approval (kubectl fledge promote " + v.Name + ")"
 	}
 	switch {
+	case left > 0 && waiting:
+		return fmt.Sprintf("%s in %s, once the canary has served enough requests", next, since(v.Now.Add(left), v.Now))
 	case left > 0:
 		return fmt.Sprintf("%s in %s", next, since(v.Now.Add(left), v.Now))
 	case s.AwaitsPass():
@@ -457,30 +544,148 @@ func readyTimeoutLeft(v statusView) string {
 }
 
 // noData reports whether a check of the last evaluation was inconclusive
-// (no data, Prometheus unreachable): such an evaluation is never a pass,
-// so the hold cannot complete on it.
+// for want of data (no data, Prometheus unreachable): such an evaluation
+// is never a pass, so the hold cannot complete on it. A result still
+// gathering requests is not missing data (see gathering).
 func noData(ev rollout.Evidence) bool {
 	for _, c := range ev.Checks {
-		if c.Result == policy.Inconclusive {
+		if c.Result == policy.Inconclusive && !c.Gathering {
 			return true
 		}
 	}
 	return false
 }
 
+// gathering reports whether a check of the last evaluation waits for the
+// canary to serve more requests (a comparison without requests on a
+// side yet, analysis.minRequests not met): the step holds on it.
+func gathering(ev rollout.Evidence) bool {
+	for _, c := range ev.Checks {
+		if c.Result == policy.Inconclusive && c.Gathering {
+			return true
+		}
+	}
+	return false
+}
+
+// freshEvidence reports whether the view's evidence is of its current
+// step as it runs now: evaluated since the step started.
+func freshEvidence(v statusView) bool {
+	s := v.State
+	return s != nil && (s.StepStartedAt == nil || !v.Evidence.At.Before(s.StepStartedAt))
+}
+
 // checkLines lists the checks of the last evaluation of this attempt's
 // step, or "pending" when there is none yet.
 func checkLines(v statusView) []string {
 	s, ev := v.State, v.Evidence
-	stale := s.StepStartedAt != nil && ev.At.Before(s.StepStartedAt)
-	if len(ev.Checks) == 0 || stale {
+	if len(ev.Checks) == 0 || !freshEvidence(v) {
 		return []string{pending}
 	}
 	lines := make([]string, len(ev.Checks))
 	for i, c := range ev.Checks {
-		lines[i] = formatCheck(c, isRatio(s.Policy.Analysis, c.Check))
+		lines[i] = checkLine(s.Policy.Analysis, ev, c)
 	}
 	return lines
+}
+
+// checkLine shows one result of the last evaluation: a threshold check
+// (formatCheck), a comparison (formatComparison), or one that waits for
+// requests (formatGathering).
+func checkLine(a *policy.Analysis, ev rollout.Evidence, c policy.CheckResult) string {
+	comp, tally := comparisonOf(a, ev, c.Check)
+	switch {
+	case c.Result == policy.Inconclusive && c.Gathering:
+		return formatGathering(c, tally)
+	case c.EValue != nil:
+		alpha := 0.0
+		if comp != nil {
+			alpha = comp.Alpha
+		}
+		return formatComparison(c, alpha, tally)
+	case comp != nil:
+		// A comparison without a reading: its bound is a multiple of
+		// stable's error rate.
+		return formatCheck(c, true)
+	default:
+		return formatCheck(c, isRatio(a, c.Check))
+	}
+}
+
+// comparisonOf finds the analysis's comparison of that name and what it
+// counted of the attempt; nil for either when there is none.
+func comparisonOf(a *policy.Analysis, ev rollout.Evidence, name string) (*policy.Comparison, *policy.Tally) {
+	if a == nil {
+		return nil, nil
+	}
+	for i := range a.Compare {
+		if a.Compare[i].Name != name {
+			continue
+		}
+		if i < len(ev.Tallies) {
+			return &a.Compare[i], &ev.Tallies[i]
+		}
+		return &a.Compare[i], nil
+	}
+	return nil, nil
+}
+
+// formatComparison shows a comparison's verdict by its e-value, with the
+// error rates it compares over the attempt: "errors 0.7% vs stable 0.5%
+// (tolerated 1.5×), e-value 2.1 < 20 ✓". It fails at 1/alpha, whatever
+// the ratio of the rates: the e-value is the evidence, over every request
+// of the attempt, that the canary is worse than tolerated. alpha 0
+// (unknown) leaves the limit out; without the tally the rates are the
+// ratio of them, when known ("errors 1.4× stable (tolerated 1.5×)").
+func formatComparison(c policy.CheckResult, alpha float64, t *policy.Tally) string {
+	text := c.Check
+	switch {
+	case t != nil:
+		text += fmt.Sprintf(" %s%% vs stable %s%%", formatNumber(100*t.Canary.Rate()), formatNumber(100*t.Stable.Rate()))
+	case c.Value != nil:
+		text += " " + formatNumber(*c.Value) + "× stable"
+	}
+	text += " (tolerated " + formatNumber(c.Bound) + "×)"
+	mark, rel := markPass, "<"
+	if c.Result == policy.Fail {
+		mark, rel = markFail, ">="
+	}
+	evalue := "e-value " + formatEValue(*c.EValue, 0)
+	if alpha > 0 {
+		limit := 1 / alpha
+		evalue = fmt.Sprintf("e-value %s %s %s", formatEValue(*c.EValue, limit), rel, formatNumber(limit))
+	}
+	return fmt.Sprintf("%s, %s %s", text, evalue, mark)
+}
+
+// formatEValue shows an e-value as formatNumber does a value, a huge one
+// in exponent form ("2.35e+06"), and with the digits it takes not to read
+// as the limit it is not.
+func formatEValue(e, limit float64) string {
+	if e >= 1e4 {
+		return strconv.FormatFloat(e, 'e', 2, 64)
+	}
+	if s := formatNumber(e); s != formatNumber(limit) || e == limit {
+		return s
+	}
+	return strconv.FormatFloat(e, 'g', -1, 64)
+}
+
+// formatGathering shows a result that waits for requests, as waiting
+// rather than as missing data: "min-requests waiting for requests (120 of
+// 500 served)", "errors waiting for requests (none counted on the canary
+// pods yet)".
+func formatGathering(c policy.CheckResult, t *policy.Tally) string {
+	text := c.Check + " waiting for requests"
+	switch {
+	case c.Value != nil:
+		text += fmt.Sprintf(" (%s of %s served)", formatCount(*c.Value), formatCount(c.Bound))
+	case t != nil && t.Canary.Requests <= 0:
+		text += " (none counted on the canary pods yet)"
+	case t != nil && t.Stable.Requests <= 0:
+		text += " (none counted on the stable pods yet)"
+	}
+	return text
 }
 
 // isRatio reports whether the named check holds the canary to a maxRatio
