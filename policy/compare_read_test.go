@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/assert"
@@ -27,12 +28,17 @@ const (
 )
 
 // counter is one series of a counter query's answer.
+// Its sample was scraped at evalTime, or 2s before for pod ...-bbbbb.
 func counter(pod, code string, v float64) *model.Sample {
 	m := model.Metric{"__name__": "http_requests_total", "namespace": "shop", "code": model.LabelValue(code)}
 	if pod != "" {
 		m["pod"] = model.LabelValue(pod)
 	}
-	return &model.Sample{Metric: m, Value: model.SampleValue(v)}
+	at := model.TimeFromUnix(evalTime.Unix())
+	if pod == "web-7d4b9c8f6-bbbbb" {
+		at = at.Add(-2 * time.Second)
+	}
+	return &model.Sample{Metric: m, Value: model.SampleValue(v), Timestamp: at}
 }
 
 // sums adds a reading's series by prefix.
@@ -69,6 +75,7 @@ func TestAnalyzeReadsComparisons(t *testing.T) {
 	assert.Empty(t, r.Gap)
 	assert.Len(t, r.Series, 5, "each series by its own key")
 	assert.Equal(t, map[string]float64{"cr/": 132, "ce/": 2, "sr/": 5000}, sums(r))
+	assert.Equal(t, time.UnixMilli(1764095998000), r.Oldest, "the oldest sample's scrape")
 
 	t.Run("a sum across pods is refused, since it would hide a pod's counter reset", func(t *testing.T) {
 		answers[canaryRequestsQuery] = model.Vector{counter("", "", 132)}
@@ -88,7 +95,7 @@ func TestAnalyzeReadsComparisons(t *testing.T) {
 	t.Run("a gap is the comparison's inconclusive result, and the step's minimum is not met", func(t *testing.T) {
 		a := *a
 		a.MinRequests = 100
-		results, tallies := a.FoldComparisons(Evaluation{Readings: []Reading{{Gap: "no data for errors requests on canary pods", NoData: true}}}, nil, 0)
+		results, tallies := a.FoldComparisons(Evaluation{Readings: []Reading{{Gap: "no data for errors requests on canary pods", NoData: true}}}, nil, 0, time.Time{})
 		assert.Equal(t, []CheckResult{
 			{Check: "errors", Result: Inconclusive, Bound: 1.5, Op: "<=", Reason: "no data for errors requests on canary pods", NoData: true},
 			{Check: "min-requests", Result: Inconclusive, Gathering: true, Value: ptrTo(0), Bound: 100, Op: ">=", Reason: "canary served 0 of the 100 requests a step needs (minRequests)"},

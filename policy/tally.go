@@ -5,6 +5,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Reading is what one evaluation read of a comparison's counters: the value
@@ -13,6 +14,9 @@ import (
 // followed by a hash of the series' labels.
 type Reading struct {
 	Series map[string]float64
+	// Oldest is when the oldest of the series' samples was scraped: the
+	// counters are as of then, or later.
+	Oldest time.Time
 	// Gap, when set, is why there is no reading; the comparison is then
 	// inconclusive for that reason. NoData marks a gap of plain absence.
 	Gap    string
@@ -37,10 +41,11 @@ type Tally struct {
 	// LogLR is the log-likelihood ratio of every alternative of the test
 	// (sequential.go), over the attempt.
 	LogLR []float64 `json:"logLR,omitempty"`
-	// Step is the step the step counts are for; StepCanary and StepStable
-	// are the requests counted before its first reading, so that a step's
-	// own counts are the totals minus them.
+	// Step is the step the step counts are for, once Based; StepCanary
+	// and StepStable are the requests counted before the step's counts
+	// began, so that a step's own counts are the totals minus them.
 	Step       int32   `json:"step"`
+	Based      bool    `json:"based,omitempty"`
 	StepCanary float64 `json:"stepCanary"`
 	StepStable float64 `json:"stepStable"`
 	// Readings counts the readings folded in. The first one is the
@@ -53,7 +58,8 @@ type Tally struct {
 }
 
 // Count folds reading r, taken at step, into tally t and returns the new
-// tally; t is not changed. A reading with a gap changes nothing.
+// tally; t is not changed. A reading with a gap changes nothing. since is
+// when the step's canary pods were all Ready (its hold began).
 //
 // Each series counts its increase since its last value. A value below the
 // last is a counter reset (the pod's process restarted): the new value is
@@ -64,9 +70,13 @@ type Tally struct {
 // later is a pod that started since, counted from 0. Errors above requests
 // in an interval (counters scraped apart) are capped at the requests.
 //
-// The first reading of a step starts the step's counts, after it is folded
-// in: the step counts the intervals it saw from start to end, on both sides.
-func (c Comparison) Count(t Tally, r Reading, step int32) Tally {
+// The step's counts begin after the first reading of the step whose every
+// sample was scraped after since, so that every counter of the step's
+// window was read once its canary pods all served: a counter scraped
+// before would count requests of the step's first seconds at the previous
+// step's share. (Prometheus marks the series of a target it cannot scrape
+// stale, so no sample stays old for long.)
+func (c Comparison) Count(t Tally, r Reading, step int32, since time.Time) Tally {
 	if r.Gap != "" {
 		return t
 	}
@@ -104,8 +114,9 @@ func (c Comparison) Count(t Tally, r Reading, step int32) Tally {
 	next.Canary = t.Canary.plus(canary)
 	next.Stable = t.Stable.plus(stable)
 	next.Readings++
-	if t.Readings == 0 || t.Step != step {
-		next.Step, next.StepCanary, next.StepStable = step, next.Canary.Requests, next.Stable.Requests
+	if !t.Based || t.Step != step {
+		next.Step, next.Based = step, !r.Oldest.Before(since)
+		next.StepCanary, next.StepStable = next.Canary.Requests, next.Stable.Requests
 	}
 	return next
 }
@@ -120,9 +131,12 @@ func seriesIndex(key string) int {
 	return -1
 }
 
-// StepCounts are the canary's and stable pods' requests at the current
-// step since its first reading.
+// StepCounts are the canary's and stable pods' requests at step Step
+// since its counts began; none before they did.
 func (t Tally) StepCounts() (canary, stable float64) {
+	if !t.Based {
+		return 0, 0
+	}
 	return t.Canary.Requests - t.StepCanary, t.Stable.Requests - t.StepStable
 }
 
@@ -222,11 +236,12 @@ func formatCount(f float64) string {
 }
 
 // FoldComparisons folds an evaluation's readings into the attempt's
-// tallies (prev, in policy order; missing ones start empty) at step, and
+// tallies (prev, in policy order; missing ones start empty) at step, whose
+// canary pods were all Ready since (see Comparison.Count), and
 // returns the evaluation's results followed by each comparison's verdict
 // and, when the step's minimum of requests is not met, that. A reading
 // with a gap is the comparison's Inconclusive result, for that reason.
-func (a *Analysis) FoldComparisons(e Evaluation, prev []Tally, step int32) ([]CheckResult, []Tally) {
+func (a *Analysis) FoldComparisons(e Evaluation, prev []Tally, step int32, since time.Time) ([]CheckResult, []Tally) {
 	if a == nil || len(a.Compare) == 0 {
 		return e.Results, nil
 	}
@@ -244,7 +259,7 @@ func (a *Analysis) FoldComparisons(e Evaluation, prev []Tally, step int32) ([]Ch
 			results = append(results, CheckResult{Check: c.Name, Result: Inconclusive, Bound: 1 + c.Tolerance, Op: "<=", Reason: r.Gap, NoData: r.NoData})
 			continue
 		}
-		tallies[i] = c.Count(tallies[i], r, step)
+		tallies[i] = c.Count(tallies[i], r, step, since)
 		results = append(results, c.Judge(tallies[i]))
 	}
 	if m := a.MinRequestsResult(tallies[0], step); m != nil {
@@ -262,7 +277,7 @@ func (a *Analysis) MinRequestsResult(t Tally, step int32) *CheckResult {
 		return nil
 	}
 	var canary float64
-	if t.Readings > 0 && t.Step == step {
+	if t.Step == step {
 		canary, _ = t.StepCounts()
 	}
 	if canary >= float64(a.MinRequests) {

@@ -532,7 +532,11 @@ func (p *planner) analyse() bool {
 	ev := p.o.Evidence
 	if e := p.o.Evaluation; e != nil {
 		prev := ev
-		results, tallies := a.FoldComparisons(*e, ev.Tallies, p.s.Step)
+		var since time.Time
+		if p.s.HoldingSince != nil {
+			since = p.s.HoldingSince.Time
+		}
+		results, tallies := a.FoldComparisons(*e, ev.Tallies, p.s.Step, since)
 		e := policy.Evaluation{At: e.At, Results: results}
 		verdict, counters := policy.Judge(e, ev.Counters, a, p.s.HoldPassed(p.o.Now))
 		ev = rollout.Evidence{

@@ -787,9 +787,9 @@ func withComparison(s *rollout.State) *rollout.State {
 }
 
 // counters is one reading of the comparison: cumulative requests and
-// errors of one canary and one stable series.
+// errors of one canary and one stable series, scraped at the reading.
 func counters(at time.Time, canaryRequests, canaryErrors, stableRequests, stableErrors float64) *policy.Evaluation {
-	return &policy.Evaluation{At: at, Readings: []policy.Reading{{Series: map[string]float64{
+	return &policy.Evaluation{At: at, Readings: []policy.Reading{{Oldest: at, Series: map[string]float64{
 		"cr/x": canaryRequests, "ce/x": canaryErrors, "sr/a": stableRequests, "se/a": stableErrors,
 	}}}}
 }
@@ -856,6 +856,22 @@ func TestPlanComparison(t *testing.T) {
 		}, events(last))
 		assert.Equal(t, []policy.Tally{last.Evidence.Tallies[0]}, last.Evidence.Tallies)
 		assert.Equal(t, 120.0, last.Evidence.Tallies[0].Canary.Requests, "the attempt's counts go on to step 2")
+	})
+
+	t.Run("a step's counts begin with the first reading scraped after its pods were Ready", func(t *testing.T) {
+		stale := counters(at(0), 0, 0, 1e6, 5000)
+		stale.Readings[0].Oldest = start.Add(-time.Second)
+		plans := replay(t, fresh(), []*policy.Evaluation{
+			stale, // scraped before the pods were Ready: the baseline, not the step's start
+			counters(at(1), 40, 0, 1e6+400, 5002),
+			counters(at(2), 80, 0, 1e6+800, 5004),
+			counters(at(3), 160, 1, 1e6+1600, 5006),
+		})
+		last := plans[3]
+		assert.Equal(t, int32(1), last.State.Step)
+		require.NotNil(t, last.State.History[0].Measured)
+		assert.Equal(t, int64(1320), last.State.History[0].Requests, "from the reading at 2s: 120 canary and 1,200 stable requests")
+		assert.InDelta(t, 100*120.0/1320, *last.State.History[0].Measured, 1e-9)
 	})
 
 	t.Run("a regression rolls back at the evaluation that rejects, whatever failureLimit says", func(t *testing.T) {
