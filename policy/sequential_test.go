@@ -3,7 +3,6 @@ package policy
 import (
 	"math"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -74,7 +73,7 @@ func TestCount(t *testing.T) {
 
 	// The first reading is the baseline: stable pods served before the
 	// attempt, and nothing of it is counted.
-	tally = c.Count(tally, reading(map[string]float64{"sr/a": 5000, "se/a": 20, "cr/x": 3}), 0, time.Time{})
+	tally = c.Count(tally, reading(map[string]float64{"sr/a": 5000, "se/a": 20, "cr/x": 3}), 0, true)
 	assert.Equal(t, Counts{}, tally.Canary)
 	assert.Equal(t, Counts{}, tally.Stable)
 	assert.Equal(t, int32(1), tally.Readings)
@@ -82,36 +81,36 @@ func TestCount(t *testing.T) {
 	// Increases count; a new canary pod (y) and a new stable pod (b) are
 	// counted from 0; an errors series that appears later (the first 5xx
 	// of canary x) is counted from 0 too.
-	tally = c.Count(tally, reading(map[string]float64{"sr/a": 5900, "se/a": 24, "sr/b": 100, "cr/x": 53, "ce/x": 2, "cr/y": 40}), 0, time.Time{})
+	tally = c.Count(tally, reading(map[string]float64{"sr/a": 5900, "se/a": 24, "sr/b": 100, "cr/x": 53, "ce/x": 2, "cr/y": 40}), 0, true)
 	assert.Equal(t, Counts{Requests: 90, Errors: 2}, tally.Canary)
 	assert.Equal(t, Counts{Requests: 1000, Errors: 4}, tally.Stable)
 
 	// Canary x restarted: its counters start again, and the 7 requests and
 	// 1 error after the restart count. The 3 errors it had are not taken
 	// back, and no request is counted twice.
-	tally = c.Count(tally, reading(map[string]float64{"sr/a": 6000, "se/a": 24, "sr/b": 200, "cr/x": 7, "ce/x": 1, "cr/y": 40}), 0, time.Time{})
+	tally = c.Count(tally, reading(map[string]float64{"sr/a": 6000, "se/a": 24, "sr/b": 200, "cr/x": 7, "ce/x": 1, "cr/y": 40}), 0, true)
 	assert.Equal(t, Counts{Requests: 97, Errors: 3}, tally.Canary)
 	assert.Equal(t, Counts{Requests: 1200, Errors: 4}, tally.Stable)
 
 	// A gap changes nothing.
-	assert.Equal(t, tally, c.Count(tally, Reading{Gap: "prometheus unreachable"}, 0, time.Time{}))
+	assert.Equal(t, tally, c.Count(tally, Reading{Gap: "prometheus unreachable"}, 0, true))
 
 	// Pod b went (its series stopped) and came back: its old value is
 	// kept, so it is not counted again.
-	tally = c.Count(tally, reading(map[string]float64{"sr/a": 6000, "se/a": 24, "cr/x": 7, "ce/x": 1, "cr/y": 40}), 0, time.Time{})
-	tally = c.Count(tally, reading(map[string]float64{"sr/a": 6000, "se/a": 24, "sr/b": 210, "cr/x": 7, "ce/x": 1, "cr/y": 40}), 0, time.Time{})
+	tally = c.Count(tally, reading(map[string]float64{"sr/a": 6000, "se/a": 24, "cr/x": 7, "ce/x": 1, "cr/y": 40}), 0, true)
+	tally = c.Count(tally, reading(map[string]float64{"sr/a": 6000, "se/a": 24, "sr/b": 210, "cr/x": 7, "ce/x": 1, "cr/y": 40}), 0, true)
 	assert.Equal(t, Counts{Requests: 1210, Errors: 4}, tally.Stable)
 
 	// Errors above the interval's requests (scraped apart) are capped.
-	tally = c.Count(tally, reading(map[string]float64{"sr/a": 6000, "se/a": 24, "sr/b": 210, "cr/x": 8, "ce/x": 4, "cr/y": 40}), 0, time.Time{})
+	tally = c.Count(tally, reading(map[string]float64{"sr/a": 6000, "se/a": 24, "sr/b": 210, "cr/x": 8, "ce/x": 4, "cr/y": 40}), 0, true)
 	assert.Equal(t, Counts{Requests: 98, Errors: 4}, tally.Canary)
 	assert.Equal(t, int32(6), tally.Readings, "the gap is not a reading")
 }
 
 func TestCountDoesNotChangeItsInput(t *testing.T) {
 	c := Comparison{Tolerance: 0.5, Alpha: 0.01}
-	first := c.Count(Tally{}, reading(map[string]float64{"cr/x": 0, "sr/a": 0}), 0, time.Time{})
-	second := c.Count(first, reading(map[string]float64{"cr/x": 100, "ce/x": 10, "sr/a": 100, "se/a": 1}), 0, time.Time{})
+	first := c.Count(Tally{}, reading(map[string]float64{"cr/x": 0, "sr/a": 0}), 0, true)
+	second := c.Count(first, reading(map[string]float64{"cr/x": 100, "ce/x": 10, "sr/a": 100, "se/a": 1}), 0, true)
 	assert.Equal(t, map[string]float64{"cr/x": 0, "sr/a": 0}, first.Series)
 	assert.Equal(t, make([]float64, len(alternatives)), first.LogLR)
 	assert.NotEqual(t, first.LogLR, second.LogLR)
@@ -121,46 +120,39 @@ func TestCountDoesNotChangeItsInput(t *testing.T) {
 // between two readings are the step's only when both readings are.
 func TestCountStepsAndMeasuredShare(t *testing.T) {
 	c := Comparison{Tolerance: 0.5, Alpha: 0.01}
-	tally := c.Count(Tally{}, reading(map[string]float64{"cr/x": 10, "sr/a": 1000}), 0, time.Time{})
+	tally := c.Count(Tally{}, reading(map[string]float64{"cr/x": 10, "sr/a": 1000}), 0, true)
 	_, _, ok := tally.MeasuredShare()
 	assert.False(t, ok, "nothing measured at the baseline")
-	tally = c.Count(tally, reading(map[string]float64{"cr/x": 100, "sr/a": 1900}), 0, time.Time{})
+	tally = c.Count(tally, reading(map[string]float64{"cr/x": 100, "sr/a": 1900}), 0, true)
 	share, requests, ok := tally.MeasuredShare()
 	require.True(t, ok)
 	assert.InDelta(t, 9.090909, share, 1e-5) // 90 of 990
 	assert.Equal(t, 990.0, requests)
 
 	// Step 2: its first reading starts its counts.
-	tally = c.Count(tally, reading(map[string]float64{"cr/x": 150, "sr/a": 2400}), 1, time.Time{})
+	tally = c.Count(tally, reading(map[string]float64{"cr/x": 150, "sr/a": 2400}), 1, true)
 	assert.Equal(t, int32(1), tally.Step)
 	canary, stable := tally.StepCounts()
 	assert.Equal(t, [2]float64{0, 0}, [2]float64{canary, stable})
-	tally = c.Count(tally, reading(map[string]float64{"cr/x": 450, "sr/a": 3400}), 1, time.Time{})
+	tally = c.Count(tally, reading(map[string]float64{"cr/x": 450, "sr/a": 3400}), 1, true)
 	share, requests, _ = tally.MeasuredShare()
 	assert.InDelta(t, 23.076923, share, 1e-5) // 300 of 1300
 	assert.Equal(t, 1300.0, requests)
 	assert.Equal(t, Counts{Requests: 440}, tally.Canary, "the attempt's totals go on across steps")
 
-	// Step 3's pods were all Ready at ready. A reading whose oldest sample
-	// was scraped before does not start the step's counts: that counter's
-	// latest increase has seconds of step 2 in it.
-	ready := time.Unix(1000, 0)
-	r := reading(map[string]float64{"cr/x": 500, "sr/a": 3600})
-	r.Oldest = ready.Add(-time.Second)
-	tally = c.Count(tally, r, 2, ready)
+	// Step 3: a reading that may not begin its counts (one interval after
+	// its pods were Ready has not come) counts toward the attempt only.
+	tally = c.Count(tally, reading(map[string]float64{"cr/x": 500, "sr/a": 3600}), 2, false)
 	assert.Equal(t, int32(2), tally.Step)
 	assert.False(t, tally.Based)
 	_, _, ok = tally.MeasuredShare()
 	assert.False(t, ok)
-	r = reading(map[string]float64{"cr/x": 600, "sr/a": 3700})
-	r.Oldest = ready.Add(time.Second)
-	tally = c.Count(tally, r, 2, ready)
+	tally = c.Count(tally, reading(map[string]float64{"cr/x": 600, "sr/a": 3700}), 2, true)
 	assert.True(t, tally.Based)
-	r = reading(map[string]float64{"cr/x": 700, "sr/a": 3800})
-	r.Oldest = ready.Add(3 * time.Second)
-	tally = c.Count(tally, r, 2, ready)
+	tally = c.Count(tally, reading(map[string]float64{"cr/x": 700, "sr/a": 3800}), 2, true)
 	canary, stable = tally.StepCounts()
-	assert.Equal(t, [2]float64{100, 100}, [2]float64{canary, stable}, "counted from the first reading scraped after ready")
+	assert.Equal(t, [2]float64{100, 100}, [2]float64{canary, stable}, "counted from the first reading that may begin them")
+	assert.Equal(t, Counts{Requests: 690}, tally.Canary)
 }
 
 func TestComparisonJudge(t *testing.T) {

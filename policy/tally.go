@@ -14,9 +14,6 @@ import (
 // followed by a hash of the series' labels.
 type Reading struct {
 	Series map[string]float64
-	// Oldest is when the oldest of the series' samples was scraped: the
-	// counters are as of then, or later.
-	Oldest time.Time
 	// Gap, when set, is why there is no reading; the comparison is then
 	// inconclusive for that reason. NoData marks a gap of plain absence.
 	Gap    string
@@ -58,8 +55,9 @@ type Tally struct {
 }
 
 // Count folds reading r, taken at step, into tally t and returns the new
-// tally; t is not changed. A reading with a gap changes nothing. since is
-// when the step's canary pods were all Ready (its hold began).
+// tally; t is not changed. A reading with a gap changes nothing. begin
+// says whether the reading may begin the step's counts (FoldComparisons
+// says when).
 //
 // Each series counts its increase since its last value. A value below the
 // last is a counter reset (the pod's process restarted): the new value is
@@ -70,13 +68,9 @@ type Tally struct {
 // later is a pod that started since, counted from 0. Errors above requests
 // in an interval (counters scraped apart) are capped at the requests.
 //
-// The step's counts begin after the first reading of the step whose every
-// sample was scraped after since, so that every counter of the step's
-// window was read once its canary pods all served: a counter scraped
-// before would count requests of the step's first seconds at the previous
-// step's share. (Prometheus marks the series of a target it cannot scrape
-// stale, so no sample stays old for long.)
-func (c Comparison) Count(t Tally, r Reading, step int32, since time.Time) Tally {
+// The step's counts begin after the first reading of the step that may
+// begin them, on both sides.
+func (c Comparison) Count(t Tally, r Reading, step int32, begin bool) Tally {
 	if r.Gap != "" {
 		return t
 	}
@@ -115,7 +109,7 @@ func (c Comparison) Count(t Tally, r Reading, step int32, since time.Time) Tally
 	next.Stable = t.Stable.plus(stable)
 	next.Readings++
 	if !t.Based || t.Step != step {
-		next.Step, next.Based = step, !r.Oldest.Before(since)
+		next.Step, next.Based = step, begin
 		next.StepCanary, next.StepStable = next.Canary.Requests, next.Stable.Requests
 	}
 	return next
@@ -236,12 +230,20 @@ func formatCount(f float64) string {
 }
 
 // FoldComparisons folds an evaluation's readings into the attempt's
-// tallies (prev, in policy order; missing ones start empty) at step, whose
-// canary pods were all Ready since (see Comparison.Count), and
+// tallies (prev, in policy order; missing ones start empty) at step, and
 // returns the evaluation's results followed by each comparison's verdict
 // and, when the step's minimum of requests is not met, that. A reading
 // with a gap is the comparison's Inconclusive result, for that reason.
-func (a *Analysis) FoldComparisons(e Evaluation, prev []Tally, step int32, since time.Time) ([]CheckResult, []Tally) {
+//
+// The step's counts begin with the first reading at or after stepFrom,
+// which the router sets one interval after the step's canary pods were all
+// Ready: a counter is as old as its last scrape, so one read at once was
+// scraped before the new pods served, and its next increase would count
+// seconds of the previous step's traffic split (the demo measured 20.5% and
+// 48.7% of requests on the canary where users saw 22.4% and 50.3%). One
+// interval later, every counter read was scraped since, as long as the
+// interval is at least Prometheus's scrape interval.
+func (a *Analysis) FoldComparisons(e Evaluation, prev []Tally, step int32, stepFrom time.Time) ([]CheckResult, []Tally) {
 	if a == nil || len(a.Compare) == 0 {
 		return e.Results, nil
 	}
@@ -259,7 +261,7 @@ func (a *Analysis) FoldComparisons(e Evaluation, prev []Tally, step int32, since
 			results = append(results, CheckResult{Check: c.Name, Result: Inconclusive, Bound: 1 + c.Tolerance, Op: "<=", Reason: r.Gap, NoData: r.NoData})
 			continue
 		}
-		tallies[i] = c.Count(tallies[i], r, step, since)
+		tallies[i] = c.Count(tallies[i], r, step, !e.At.Before(stepFrom))
 		results = append(results, c.Judge(tallies[i]))
 	}
 	if m := a.MinRequestsResult(tallies[0], step); m != nil {

@@ -532,11 +532,11 @@ func (p *planner) analyse() bool {
 	ev := p.o.Evidence
 	if e := p.o.Evaluation; e != nil {
 		prev := ev
-		var since time.Time
+		var stepFrom time.Time
 		if p.s.HoldingSince != nil {
-			since = p.s.HoldingSince.Time
+			stepFrom = p.s.HoldingSince.Add(a.Interval.Duration)
 		}
-		results, tallies := a.FoldComparisons(*e, ev.Tallies, p.s.Step, since)
+		results, tallies := a.FoldComparisons(*e, ev.Tallies, p.s.Step, stepFrom)
 		e := policy.Evaluation{At: e.At, Results: results}
 		verdict, counters := policy.Judge(e, ev.Counters, a, p.s.HoldPassed(p.o.Now))
 		ev = rollout.Evidence{

@@ -787,9 +787,9 @@ func withComparison(s *rollout.State) *rollout.State {
 }
 
 // counters is one reading of the comparison: cumulative requests and
-// errors of one canary and one stable series, scraped at the reading.
+// errors of one canary and one stable series.
 func counters(at time.Time, canaryRequests, canaryErrors, stableRequests, stableErrors float64) *policy.Evaluation {
-	return &policy.Evaluation{At: at, Readings: []policy.Reading{{Oldest: at, Series: map[string]float64{
+	return &policy.Evaluation{At: at, Readings: []policy.Reading{{Series: map[string]float64{
 		"cr/x": canaryRequests, "ce/x": canaryErrors, "sr/a": stableRequests, "se/a": stableErrors,
 	}}}}
 }
@@ -830,10 +830,10 @@ func TestPlanComparison(t *testing.T) {
 
 	t.Run("a healthy canary gathers its requests quietly, then passes with its measured share", func(t *testing.T) {
 		plans := replay(t, fresh(), []*policy.Evaluation{
-			counters(at(0), 0, 0, 1e6, 5000), // the baseline
-			counters(at(1), 40, 0, 1e6+400, 5002),
+			counters(at(0), 0, 0, 1e6, 5000),      // the attempt's baseline
+			counters(at(1), 40, 0, 1e6+400, 5002), // an interval after Ready: the step's counts begin
 			counters(at(2), 80, 0, 1e6+800, 5004),
-			counters(at(3), 120, 1, 1e6+1200, 5006), // hold over (6s), 120 requests: passes
+			counters(at(3), 160, 1, 1e6+1600, 5006), // hold over (6s), 120 requests at the step: passes
 		})
 		require.Len(t, plans, 4)
 		for i, p := range plans[:3] {
@@ -847,31 +847,15 @@ func TestPlanComparison(t *testing.T) {
 		assert.Equal(t, int32(1), last.State.Step, "moved on to step 2")
 		rec := last.State.History[0]
 		require.NotNil(t, rec.Measured)
-		assert.InDelta(t, 100*120.0/1320, *rec.Measured, 1e-9, "120 of the 1,320 requests since the step's first reading")
+		assert.InDelta(t, 100*120.0/1320, *rec.Measured, 1e-9, "120 of the 1,320 requests since the step's counts began")
 		assert.Equal(t, int64(1320), rec.Requests)
 		assert.Equal(t, []string{
-			"Normal ChecksPass: checks of web at step 1 (5%): errors: canary 0.833% (1 of 120) vs stable 0.5% (6 of 1,200), 1.67× stable's rate; e-value 0.341 < 100 (tolerance 1.5× stable, alpha 0.01)",
+			"Normal ChecksPass: checks of web at step 1 (5%): errors: canary 0.625% (1 of 160) vs stable 0.375% (6 of 1,600), 1.67× stable's rate; e-value 0.341 < 100 (tolerance 1.5× stable, alpha 0.01)",
 			"Normal Measured: step 1 of web (5% target, 9.1% of pods): the canary served 9.1% of 1320 requests",
 			"Normal Step: step 2 of 3: web canary at 25% target: 3 canary and 10 stable pods (23.1% effective)",
 		}, events(last))
 		assert.Equal(t, []policy.Tally{last.Evidence.Tallies[0]}, last.Evidence.Tallies)
-		assert.Equal(t, 120.0, last.Evidence.Tallies[0].Canary.Requests, "the attempt's counts go on to step 2")
-	})
-
-	t.Run("a step's counts begin with the first reading scraped after its pods were Ready", func(t *testing.T) {
-		stale := counters(at(0), 0, 0, 1e6, 5000)
-		stale.Readings[0].Oldest = start.Add(-time.Second)
-		plans := replay(t, fresh(), []*policy.Evaluation{
-			stale, // scraped before the pods were Ready: the baseline, not the step's start
-			counters(at(1), 40, 0, 1e6+400, 5002),
-			counters(at(2), 80, 0, 1e6+800, 5004),
-			counters(at(3), 160, 1, 1e6+1600, 5006),
-		})
-		last := plans[3]
-		assert.Equal(t, int32(1), last.State.Step)
-		require.NotNil(t, last.State.History[0].Measured)
-		assert.Equal(t, int64(1320), last.State.History[0].Requests, "from the reading at 2s: 120 canary and 1,200 stable requests")
-		assert.InDelta(t, 100*120.0/1320, *last.State.History[0].Measured, 1e-9)
+		assert.Equal(t, 160.0, last.Evidence.Tallies[0].Canary.Requests, "the attempt's counts go on to step 2")
 	})
 
 	t.Run("a regression rolls back at the evaluation that rejects, whatever failureLimit says", func(t *testing.T) {
@@ -902,9 +886,9 @@ func TestPlanComparison(t *testing.T) {
 		require.Len(t, plans, 6)
 		assert.Equal(t, policy.Counters{}, plans[2].Evidence.Counters)
 		assert.Equal(t, policy.Counters{NoData: 1}, plans[3].Evidence.Counters)
-		assert.Empty(t, events(plans[1]), "36 canary requests expected of 401: too few to tell")
-		assert.Contains(t, events(plans[2]), "Warning CanaryUnderServed: the canary of web served 0.2% of 802 requests at step 1, far below its 9.1% of pods: clients that keep connections open (HTTP keep-alive, HTTP/2, gRPC) stay on the stable pods they reached first; the comparison judges only the requests the canary served")
-		for _, p := range plans[3:] {
+		assert.Empty(t, events(plans[2]), "36 canary requests expected of 401 since the step's counts began: too few to tell")
+		assert.Contains(t, events(plans[3]), "Warning CanaryUnderServed: the canary of web served 0.2% of 802 requests at step 1, far below its 9.1% of pods: clients that keep connections open (HTTP keep-alive, HTTP/2, gRPC) stay on the stable pods they reached first; the comparison judges only the requests the canary served")
+		for _, p := range plans[4:] {
 			for _, e := range events(p) {
 				assert.NotContains(t, e, "CanaryUnderServed", "said once")
 			}
@@ -912,6 +896,6 @@ func TestPlanComparison(t *testing.T) {
 		last := plans[5]
 		assert.Equal(t, rollout.RollingBack, last.State.Phase)
 		assert.Equal(t, "min-requests", last.State.Reason.Check)
-		assert.Equal(t, "canary served 5 of the 100 requests a step needs (minRequests) after the step's hold, in 3 consecutive evaluations (noDataLimit 2): traffic does not reach the canary enough; check its Services with kubectl fledge diagnose, lengthen the hold or lower analysis.minRequests", last.State.Reason.Message)
+		assert.Equal(t, "canary served 4 of the 100 requests a step needs (minRequests) after the step's hold, in 3 consecutive evaluations (noDataLimit 2): traffic does not reach the canary enough; check its Services with kubectl fledge diagnose, lengthen the hold or lower analysis.minRequests", last.State.Reason.Message)
 	})
 }
