@@ -60,6 +60,7 @@ func TestDemoPromotesV2RollsBackV3AtHalfAndUndoesIt(t *testing.T) {
 	assert.Contains(t, text, "Warning: fledge: canary rollout started for web: 5% → 25% → 50% → 100%\n")
 
 	summary := text[strings.LastIndex(text, "== Summary ==\n"):]
+	t.Logf("%s", summary)
 	v2, v3, ok := strings.Cut(summary, "\nweb v3 ")
 	require.True(t, ok, summary)
 	assert.Regexp(t, `\nweb v2 \(a healthy version\): Succeeded, `, v2)
