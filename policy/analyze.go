@@ -94,24 +94,34 @@ func (q querier) read(ctx context.Context, c Comparison, s Subject) Reading {
 		subject := c.Name + " " + side.what + " on " + side.track + " pods"
 		vars := QueryVars{Namespace: s.Namespace, Deployment: s.Deployment, Track: side.track, Pods: side.pods}
 		series, g := q.series(ctx, side.query, c.Name, vars, subject)
-		if g == nil && len(series) == 0 && side.required {
+		if g == nil && len(series.values) == 0 && side.required {
 			g = noDataFor(subject)
 		}
 		if g != nil {
 			return Reading{Gap: g.reason, NoData: g.noData}
 		}
-		for fp, v := range series {
+		for fp, v := range series.values {
 			r.Series[side.prefix+fp] = v
+		}
+		if side.prefix == canaryRequests {
+			r.CanaryPods = series.pods
 		}
 	}
 	return r
 }
 
+// counterSeries are the values of a counter query's series, by the
+// fingerprint of their labels, and how many pods they are of.
+type counterSeries struct {
+	values map[string]float64
+	pods   int
+}
+
 // series runs a counter query and returns each series' value by the
 // fingerprint of its labels. Every series must carry a pod label: a sum
 // across pods would turn one pod's counter reset into a drop of the sum.
-func (q querier) series(ctx context.Context, tmpl, name string, vars QueryVars, subject string) (map[string]float64, *gap) {
-	var none map[string]float64
+func (q querier) series(ctx context.Context, tmpl, name string, vars QueryVars, subject string) (counterSeries, *gap) {
+	var none counterSeries
 	query, err := render(tmpl, vars)
 	if err != nil {
 		return none, because(name + ": " + err.Error())
@@ -129,13 +139,16 @@ func (q querier) series(ctx context.Context, tmpl, name string, vars QueryVars, 
 		}
 		return none, because(fmt.Sprintf("%s returned a %s; a counter query must return an instant vector, one series per pod", subject, v.Type()))
 	}
-	out := make(map[string]float64, len(vec))
+	out := counterSeries{values: make(map[string]float64, len(vec))}
+	pods := map[model.LabelValue]bool{}
 	for _, sample := range vec {
 		if sample.Metric["pod"] == "" {
 			return none, because(subject + " returned a series without a pod label; return per-pod counters (no sum, or sum by (pod)): fledge adds them up itself, so that a restarted pod's counter reset stays that pod's")
 		}
-		out[sample.Metric.Fingerprint().String()] = float64(sample.Value)
+		out.values[sample.Metric.Fingerprint().String()] = float64(sample.Value)
+		pods[sample.Metric["pod"]] = true
 	}
+	out.pods = len(pods)
 	return out, nil
 }
 

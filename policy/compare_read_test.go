@@ -70,6 +70,7 @@ func TestAnalyzeReadsComparisons(t *testing.T) {
 	assert.Empty(t, r.Gap)
 	assert.Len(t, r.Series, 5, "each series by its own key")
 	assert.Equal(t, map[string]float64{"cr/": 132, "ce/": 2, "sr/": 5000}, sums(r))
+	assert.Equal(t, 2, r.CanaryPods)
 
 	t.Run("a sum across pods is refused, since it would hide a pod's counter reset", func(t *testing.T) {
 		answers[canaryRequestsQuery] = model.Vector{counter("", "", 132)}
@@ -89,11 +90,24 @@ func TestAnalyzeReadsComparisons(t *testing.T) {
 	t.Run("a gap is the comparison's inconclusive result, and the step's minimum is not met", func(t *testing.T) {
 		a := *a
 		a.MinRequests = 100
-		results, tallies := a.FoldComparisons(Evaluation{Readings: []Reading{{Gap: "no data for errors requests on canary pods", NoData: true}}}, nil, 0, time.Time{})
+		results, tallies := a.FoldComparisons(Evaluation{Readings: []Reading{{Gap: "no data for errors requests on canary pods", NoData: true}}}, nil, 0, time.Time{}, 0)
 		assert.Equal(t, []CheckResult{
 			{Check: "errors", Result: Inconclusive, Bound: 1.5, Op: "<=", Reason: "no data for errors requests on canary pods", NoData: true},
 			{Check: "min-requests", Result: Inconclusive, Gathering: true, Value: ptrTo(0), Bound: 100, Op: ">=", Reason: "canary served 0 of the 100 requests a step needs (minRequests)"},
 		}, results)
 		assert.Equal(t, []Tally{{}}, tallies)
+	})
+	t.Run("a step's counts wait for a series of every canary pod", func(t *testing.T) {
+		a := *a
+		a.MinRequests = 100
+		ready := time.Unix(1000, 0)
+		one := Reading{CanaryPods: 1, Series: map[string]float64{"cr/x": 500, "sr/a": 5000}}
+		results, tallies := a.FoldComparisons(Evaluation{At: ready, Readings: []Reading{one}}, []Tally{{Readings: 4, Series: map[string]float64{"cr/x": 400, "sr/a": 4000}}}, 1, ready, 2)
+		assert.False(t, tallies[0].Based)
+		assert.Equal(t, "waiting for Prometheus to report every canary pod before counting the step's requests: 1 of 2 have series", results[1].Reason)
+		two := Reading{CanaryPods: 2, Series: map[string]float64{"cr/x": 600, "cr/y": 30, "sr/a": 6000}}
+		_, tallies = a.FoldComparisons(Evaluation{At: ready.Add(2 * time.Second), Readings: []Reading{two}}, tallies, 1, ready, 2)
+		assert.True(t, tallies[0].Based, "both pods have series: the step's counts begin")
+		assert.Equal(t, Counts{Requests: 230}, tallies[0].Canary, "pod y, first seen, counts from 0")
 	})
 }

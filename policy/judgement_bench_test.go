@@ -346,7 +346,7 @@ func (s *rolloutSim) evaluate() []CheckResult {
 		s.readings[0] = s.reading()
 		e.Readings = s.readings[:]
 	}
-	results, tallies := a.FoldComparisons(e, s.tallies, int32(s.step), time.Time{})
+	results, tallies := a.FoldComparisons(e, s.tallies, int32(s.step), time.Time{}, 0)
 	if len(a.Compare) > 0 {
 		s.tallies = tallies
 	}

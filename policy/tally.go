@@ -14,6 +14,9 @@ import (
 // followed by a hash of the series' labels.
 type Reading struct {
 	Series map[string]float64
+	// CanaryPods is how many canary pods the canary's requests query
+	// returned series for.
+	CanaryPods int
 	// Gap, when set, is why there is no reading; the comparison is then
 	// inconclusive for that reason. NoData marks a gap of plain absence.
 	Gap    string
@@ -235,15 +238,18 @@ func formatCount(f float64) string {
 // and, when the step's minimum of requests is not met, that. A reading
 // with a gap is the comparison's Inconclusive result, for that reason.
 //
-// The step's counts begin with the first reading at or after stepFrom,
-// which the router sets one interval after the step's canary pods were all
-// Ready: a counter is as old as its last scrape, so one read at once was
-// scraped before the new pods served, and its next increase would count
-// seconds of the previous step's traffic split (the demo measured 20.5% and
-// 48.7% of requests on the canary where users saw 22.4% and 50.3%). One
-// interval later, every counter read was scraped since, as long as the
-// interval is at least Prometheus's scrape interval.
-func (a *Analysis) FoldComparisons(e Evaluation, prev []Tally, step int32, stepFrom time.Time) ([]CheckResult, []Tally) {
+// The step's counts begin with the first reading at or after stepFrom that
+// has series for all the step's canaryPods. The router sets stepFrom one
+// interval after the step's canary pods were all Ready: a counter is as
+// old as its last scrape, so one read at once was scraped before the new
+// pods served, and its next increase would count seconds of the previous
+// step's traffic split (the demo measured 20.5% and 48.7% of requests on
+// the canary where users saw 22.4% and 50.3%). One interval later, every
+// counter read was scraped since, as long as the interval is at least
+// Prometheus's scrape interval. And a canary pod Prometheus has not
+// scraped yet would later be counted from 0, its requests from before the
+// step's counts began included (12.1% measured where users saw 10.1%).
+func (a *Analysis) FoldComparisons(e Evaluation, prev []Tally, step int32, stepFrom time.Time, canaryPods int) ([]CheckResult, []Tally) {
 	if a == nil || len(a.Compare) == 0 {
 		return e.Results, nil
 	}
@@ -261,10 +267,13 @@ func (a *Analysis) FoldComparisons(e Evaluation, prev []Tally, step int32, stepF
 			results = append(results, CheckResult{Check: c.Name, Result: Inconclusive, Bound: 1 + c.Tolerance, Op: "<=", Reason: r.Gap, NoData: r.NoData})
 			continue
 		}
-		tallies[i] = c.Count(tallies[i], r, step, !e.At.Before(stepFrom))
+		tallies[i] = c.Count(tallies[i], r, step, !e.At.Before(stepFrom) && r.CanaryPods >= canaryPods)
 		results = append(results, c.Judge(tallies[i]))
 	}
 	if m := a.MinRequestsResult(tallies[0], step); m != nil {
+		if r := e.Readings; len(r) > 0 && r[0].Gap == "" && !e.At.Before(stepFrom) && r[0].CanaryPods < canaryPods {
+			m.Reason = fmt.Sprintf("waiting for Prometheus to report every canary pod before counting the step's requests: %d of %d have series", r[0].CanaryPods, canaryPods)
+		}
 		results = append(results, *m)
 	}
 	return results, tallies

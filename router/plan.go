@@ -536,7 +536,7 @@ func (p *planner) analyse() bool {
 		if p.s.HoldingSince != nil {
 			stepFrom = p.s.HoldingSince.Add(a.Interval.Duration)
 		}
-		results, tallies := a.FoldComparisons(*e, ev.Tallies, p.s.Step, stepFrom)
+		results, tallies := a.FoldComparisons(*e, ev.Tallies, p.s.Step, stepFrom, int(ptr.Deref(p.plan.CanaryReplicas, 0)))
 		e := policy.Evaluation{At: e.At, Results: results}
 		verdict, counters := policy.Judge(e, ev.Counters, a, p.s.HoldPassed(p.o.Now))
 		ev = rollout.Evidence{

@@ -789,7 +789,7 @@ func withComparison(s *rollout.State) *rollout.State {
 // counters is one reading of the comparison: cumulative requests and
 // errors of one canary and one stable series.
 func counters(at time.Time, canaryRequests, canaryErrors, stableRequests, stableErrors float64) *policy.Evaluation {
-	return &policy.Evaluation{At: at, Readings: []policy.Reading{{Series: map[string]float64{
+	return &policy.Evaluation{At: at, Readings: []policy.Reading{{CanaryPods: 1, Series: map[string]float64{
 		"cr/x": canaryRequests, "ce/x": canaryErrors, "sr/a": stableRequests, "se/a": stableErrors,
 	}}}}
 }
