@@ -768,7 +768,7 @@ func (d *demoRun) stepRow(h rollout.StepRecord, o *rollout.Outcome) string {
 	}
 	counted, measured, requests, failed := "-", "-", "-", "-"
 	if h.Measured != nil {
-		counted = fmt.Sprintf("%.1f%%", *h.Measured)
+		counted = fmt.Sprintf("%.1f%% of %d", *h.Measured, h.Requests)
 	}
 	if h.Ready != nil {
 		s := d.traffic.Between(h.Ready.Add(time.Second), ended)
