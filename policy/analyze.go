@@ -75,7 +75,11 @@ func (z *Analyzer) Analyze(ctx context.Context, a *Analysis, s Subject, at time.
 // read reads a comparison's four counters: requests and errors, on the
 // canary and on the stable pods. The first that gives no answer is the
 // reading's gap. Errors may be absent (many applications create a 5xx
-// series only at the first error): that is 0 errors. Requests may not.
+// series only at the first error): that is 0 errors. The canary's requests
+// may be absent too: its pods are new, and Prometheus finds and scrapes
+// them seconds after they start, which the step waits for (CanaryPods; a
+// query that never matches keeps the step from passing). The stable pods'
+// requests may not: they served before the rollout.
 func (q querier) read(ctx context.Context, c Comparison, s Subject) Reading {
 	r := Reading{Series: map[string]float64{}}
 	if ctx == nil {
@@ -86,7 +90,7 @@ func (q querier) read(ctx context.Context, c Comparison, s Subject) Reading {
 		track, pods         string
 		required            bool
 	}{
-		{canaryRequests, c.Requests, "requests", TrackCanary, s.CanaryPods, true},
+		{canaryRequests, c.Requests, "requests", TrackCanary, s.CanaryPods, false},
 		{canaryErrors, c.Errors, "errors", TrackCanary, s.CanaryPods, false},
 		{stableRequests, c.Requests, "requests", TrackStable, s.StablePods, true},
 		{stableErrors, c.Errors, "errors", TrackStable, s.StablePods, false},

@@ -77,10 +77,18 @@ func TestAnalyzeReadsComparisons(t *testing.T) {
 		e := answering(src).Analyze(t.Context(), a, web, evalTime)
 		assert.Equal(t, Reading{Gap: "errors requests on canary pods returned a series without a pod label; return per-pod counters (no sum, or sum by (pod)): fledge adds them up itself, so that a restarted pod's counter reset stays that pod's"}, e.Readings[0])
 	})
-	t.Run("no canary requests at all is no data", func(t *testing.T) {
+	t.Run("no canary requests yet is a reading without canary pods: Prometheus has not scraped them", func(t *testing.T) {
 		answers[canaryRequestsQuery] = model.Vector{}
 		e := answering(src).Analyze(t.Context(), a, web, evalTime)
-		assert.Equal(t, Reading{Gap: "no data for errors requests on canary pods", NoData: true}, e.Readings[0])
+		assert.Empty(t, e.Readings[0].Gap)
+		assert.Equal(t, 0, e.Readings[0].CanaryPods)
+		assert.Equal(t, map[string]float64{"ce/": 2, "sr/": 5000}, sums(e.Readings[0]))
+	})
+	t.Run("no stable requests is no data", func(t *testing.T) {
+		answers[stableRequestsQuery] = model.Vector{}
+		e := answering(src).Analyze(t.Context(), a, web, evalTime)
+		assert.Equal(t, Reading{Gap: "no data for errors requests on stable pods", NoData: true}, e.Readings[0])
+		answers[stableRequestsQuery] = model.Vector{counter("web-5f6c7b8d9-ccccc", "200", 5000)}
 	})
 	t.Run("a query Prometheus refuses is the reading's gap", func(t *testing.T) {
 		failing := sourceFunc(func(context.Context, string) (model.Value, error) { return nil, errors.New("boom") })
@@ -92,9 +100,9 @@ func TestAnalyzeReadsComparisons(t *testing.T) {
 		a.MinRequests = 100
 		results, tallies := a.FoldComparisons(Evaluation{Readings: []Reading{{Gap: "no data for errors requests on canary pods", NoData: true}}}, nil, 0, time.Time{}, 0)
 		assert.Equal(t, []CheckResult{
-			{Check: "errors", Result: Inconclusive, Bound: 1.5, Op: "<=", Reason: "no data for errors requests on canary pods", NoData: true},
 			{Check: "min-requests", Result: Inconclusive, Gathering: true, Value: ptrTo(0), Bound: 100, Op: ">=", Reason: "canary served 0 of the 100 requests a step needs (minRequests)"},
-		}, results)
+			{Check: "errors", Result: Inconclusive, Bound: 1.5, Op: "<=", Reason: "no data for errors requests on canary pods", NoData: true},
+		}, results, "the minimum first, then the comparisons")
 		assert.Equal(t, []Tally{{}}, tallies)
 	})
 	t.Run("a step's counts wait for a series of every canary pod", func(t *testing.T) {
@@ -104,7 +112,7 @@ func TestAnalyzeReadsComparisons(t *testing.T) {
 		one := Reading{CanaryPods: 1, Series: map[string]float64{"cr/x": 500, "sr/a": 5000}}
 		results, tallies := a.FoldComparisons(Evaluation{At: ready, Readings: []Reading{one}}, []Tally{{Readings: 4, Series: map[string]float64{"cr/x": 400, "sr/a": 4000}}}, 1, ready, 2)
 		assert.False(t, tallies[0].Based)
-		assert.Equal(t, "waiting for Prometheus to report every canary pod before counting the step's requests: 1 of 2 have series", results[1].Reason)
+		assert.Equal(t, "waiting for Prometheus to report every canary pod before counting the step's requests: 1 of 2 have series", results[0].Reason)
 		two := Reading{CanaryPods: 2, Series: map[string]float64{"cr/x": 600, "cr/y": 30, "sr/a": 6000}}
 		_, tallies = a.FoldComparisons(Evaluation{At: ready.Add(2 * time.Second), Readings: []Reading{two}}, tallies, 1, ready, 2)
 		assert.True(t, tallies[0].Based, "both pods have series: the step's counts begin")

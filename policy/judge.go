@@ -29,8 +29,8 @@ import (
 //     data 2 of 4 tolerated)").
 //   - Else a check still gathering (the canary served too few requests so
 //     far): while the hold runs, an Inconclusive verdict marked Gathering,
-//     counters unchanged, since evidence that is still coming is not
-//     missing; once the hold has run, it counts as missing evidence, as
+//     Failures unchanged and NoData back to 0, since evidence that is
+//     still coming is not missing; once the hold has run, it counts as missing evidence, as
 //     above, so a canary that traffic does not reach cannot hold a step
 //     for ever.
 //   - Else every check passed: both counters back to 0, verdict Pass.
@@ -55,6 +55,10 @@ func Judge(e Evaluation, c Counters, a *Analysis, held bool) (Verdict, Counters)
 	missing := firstMissing(e.Results)
 	gathering := firstWith(e.Results, Inconclusive)
 	if missing == nil && gathering != nil && !held {
+		// The evaluation had data, just not enough yet: the evaluations
+		// without data before it (a new canary pod Prometheus had not
+		// scraped) are no longer consecutive.
+		c.NoData = 0
 		return Verdict{Result: Inconclusive, Gathering: true, Reason: gathering.Reason}, c
 	}
 	if missing == nil {

@@ -234,8 +234,8 @@ func formatCount(f float64) string {
 
 // FoldComparisons folds an evaluation's readings into the attempt's
 // tallies (prev, in policy order; missing ones start empty) at step, and
-// returns the evaluation's results followed by each comparison's verdict
-// and, when the step's minimum of requests is not met, that. A reading
+// returns the evaluation's results followed by, when the step's minimum
+// of requests is not met, that, and each comparison's verdict. A reading
 // with a gap is the comparison's Inconclusive result, for that reason.
 //
 // The step's counts begin with the first reading at or after stepFrom that
@@ -253,8 +253,8 @@ func (a *Analysis) FoldComparisons(e Evaluation, prev []Tally, step int32, stepF
 	if a == nil || len(a.Compare) == 0 {
 		return e.Results, nil
 	}
-	results := append([]CheckResult(nil), e.Results...)
 	tallies := make([]Tally, len(a.Compare))
+	var compared []CheckResult
 	for i, c := range a.Compare {
 		if i < len(prev) {
 			tallies[i] = prev[i]
@@ -264,19 +264,22 @@ func (a *Analysis) FoldComparisons(e Evaluation, prev []Tally, step int32, stepF
 			r = e.Readings[i]
 		}
 		if r.Gap != "" {
-			results = append(results, CheckResult{Check: c.Name, Result: Inconclusive, Bound: 1 + c.Tolerance, Op: "<=", Reason: r.Gap, NoData: r.NoData})
+			compared = append(compared, CheckResult{Check: c.Name, Result: Inconclusive, Bound: 1 + c.Tolerance, Op: "<=", Reason: r.Gap, NoData: r.NoData})
 			continue
 		}
 		tallies[i] = c.Count(tallies[i], r, step, !e.At.Before(stepFrom) && r.CanaryPods >= canaryPods)
-		results = append(results, c.Judge(tallies[i]))
+		compared = append(compared, c.Judge(tallies[i]))
 	}
+	results := append([]CheckResult(nil), e.Results...)
 	if m := a.MinRequestsResult(tallies[0], step); m != nil {
 		if r := e.Readings; len(r) > 0 && r[0].Gap == "" && !e.At.Before(stepFrom) && r[0].CanaryPods < canaryPods {
 			m.Reason = fmt.Sprintf("waiting for Prometheus to report every canary pod before counting the step's requests: %d of %d have series", r[0].CanaryPods, canaryPods)
 		}
+		// Before the comparisons: a step short of requests says so, rather
+		// than by a comparison that has nothing to judge yet.
 		results = append(results, *m)
 	}
-	return results, tallies
+	return append(results, compared...), tallies
 }
 
 // MinRequestsResult is the step's minimum of evidence: Inconclusive and

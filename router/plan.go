@@ -2,6 +2,7 @@ package router
 
 import (
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"time"
 
@@ -81,6 +82,18 @@ type event struct {
 	Type    string // corev1.EventTypeNormal or corev1.EventTypeWarning
 	Reason  string
 	Message string
+}
+
+// action is the Event's action: "Rollout" and a hash of its message. The
+// events.k8s.io recorder folds Events of the same type, action, reason and
+// object into one series that keeps the first note, and fledge's Events
+// are transitions, each with news of its own ("no data 2 of 4 tolerated"
+// after "1 of 4", while the Deployment itself does not change). The hash
+// keeps them apart; the same message twice is still one series.
+func (e event) action() string {
+	h := fnv.New32a()
+	h.Write([]byte(e.Message))
+	return fmt.Sprintf("Rollout-%08x", h.Sum32())
 }
 
 // Requeue intervals when nothing else wakes the reconciler.

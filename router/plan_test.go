@@ -899,3 +899,13 @@ func TestPlanComparison(t *testing.T) {
 		assert.Equal(t, "canary served 4 of the 100 requests a step needs (minRequests) after the step's hold, in 3 consecutive evaluations (noDataLimit 2): traffic does not reach the canary enough; check its Services with kubectl fledge diagnose, lengthen the hold or lower analysis.minRequests", last.State.Reason.Message)
 	})
 }
+
+// Events that say different things have different actions, so that the
+// events.k8s.io recorder does not fold the second into the first's series.
+func TestEventActionFollowsTheMessage(t *testing.T) {
+	a := event{Reason: "ChecksInconclusive", Message: "no data for errors (no data 1 of 4 tolerated)"}
+	b := event{Reason: "ChecksInconclusive", Message: "no data for errors (no data 2 of 4 tolerated)"}
+	assert.NotEqual(t, a.action(), b.action())
+	assert.Equal(t, a.action(), a.action())
+	assert.Regexp(t, `^Rollout-[0-9a-f]{8}$`, a.action())
+}

@@ -372,7 +372,7 @@ func (r *Reconciler) apply(ctx context.Context, o observed, p planned) error {
 	}
 
 	for _, e := range p.Events {
-		r.Events.Eventf(d, nil, e.Type, e.Reason, "Rollout", "%s", e.Message)
+		r.Events.Eventf(d, nil, e.Type, e.Reason, e.action(), "%s", e.Message)
 		logf.FromContext(ctx).Info(e.Message, "reason", e.Reason)
 	}
 	r.Metrics.cut(o, p)

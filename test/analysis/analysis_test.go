@@ -52,20 +52,42 @@ func kubectl(t *testing.T, stdin string, args ...string) string {
 type scenario struct {
 	ns      string
 	traffic *lab.Traffic
+	// policy is the policy applied, Namespace and PrometheusURL filled in.
+	policy lab.Policy
 }
 
 // newScenario starts one; rps is the traffic's rate of requests.
 func newScenario(t *testing.T, name, hold string, noDataLimit, rps int, stableEnv map[string]string) *scenario {
 	t.Helper()
+	return setup{
+		Policy:    lab.Policy{Holds: [3]string{hold, hold, hold}, NoDataLimit: noDataLimit, LatencyRatio: 1.5},
+		RPS:       rps,
+		StableEnv: stableEnv,
+	}.start(t, name)
+}
+
+// setup is what a scenario starts with: its policy (start fills in the
+// namespace and the Prometheus URL), the traffic's rate and connections,
+// and the stable version's environment.
+type setup struct {
+	Policy      lab.Policy
+	RPS         int
+	Connections lab.Connections
+	StableEnv   map[string]string
+}
+
+// start starts the scenario in namespace name.
+func (c setup) start(t *testing.T, name string) *scenario {
+	t.Helper()
 	require.NoError(t, theLab.CreateNamespace(t.Context(), name, map[string]string{rollout.LabelEnabled: "true"}))
-	kubectl(t, lab.Policy{
-		Namespace: name, Holds: [3]string{hold, hold, hold},
-		PrometheusURL: theLab.PrometheusURL, NoDataLimit: noDataLimit, LatencyRatio: 1.5,
-	}.Manifest(), "apply", "-f", "-")
-	kubectl(t, app(name, "v1", 6, stableEnv), "apply", "-f", "-")
+	p := c.Policy
+	p.Namespace, p.PrometheusURL = name, theLab.PrometheusURL
+	kubectl(t, p.Manifest(), "apply", "-f", "-")
+	kubectl(t, app(name, "v1", 6, c.StableEnv), "apply", "-f", "-")
 	kubectl(t, "", "rollout", "status", "deployment/web", "-n", name, "--timeout=60s")
 
-	s := &scenario{ns: name, traffic: lab.NewTraffic(theLab.Client, name, "web", rps)}
+	s := &scenario{ns: name, traffic: lab.NewTraffic(theLab.Client, name, "web", c.RPS), policy: p}
+	s.traffic.Connections = c.Connections
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = s.traffic.Run(ctx) }()
@@ -85,8 +107,14 @@ func (s *scenario) waitFor(t *testing.T, what string, timeout time.Duration, con
 // outcome waits for the rollout to end.
 func (s *scenario) outcome(t *testing.T) *rollout.Outcome {
 	t.Helper()
+	return s.outcomeWithin(t, 3*time.Minute)
+}
+
+// outcomeWithin waits up to timeout for the rollout to end.
+func (s *scenario) outcomeWithin(t *testing.T, timeout time.Duration) *rollout.Outcome {
+	t.Helper()
 	var out *rollout.Outcome
-	s.waitFor(t, "the rollout to end", 3*time.Minute, func() bool {
+	s.waitFor(t, "the rollout to end", timeout, func() bool {
 		d, err := theLab.Client.AppsV1().Deployments(s.ns).Get(t.Context(), "web", metav1.GetOptions{})
 		if err != nil || d.Annotations[rollout.AnnotationState] != "" {
 			return false
