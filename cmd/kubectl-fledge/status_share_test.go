@@ -44,7 +44,7 @@ func comparingEvidence(canary, stable float64) *rollout.Evidence {
 	}
 	ev.Tallies = []policy.Tally{{
 		Canary: policy.Counts{Requests: 1000, Errors: 7}, Stable: policy.Counts{Requests: 12000, Errors: 60},
-		Step: 1, StepCanary: 1000 - canary, StepStable: 12000 - stable, Readings: 9,
+		Step: 1, Based: true, StepCanary: 1000 - canary, StepStable: 12000 - stable, Readings: 9,
 	}}
 	return ev
 }
