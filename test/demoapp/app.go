@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
@@ -95,10 +96,16 @@ func (a *app) root(w http.ResponseWriter, r *http.Request) {
 }
 
 // failing decides whether this request gets a 500: never before FAIL_AFTER
-// of uptime, then with probability ERROR_RATE.
+// of uptime, nor while FAIL_FILE (when set) does not exist, then with
+// probability ERROR_RATE.
 func (a *app) failing() bool {
 	if a.cfg.errorRate == 0 || a.now().Sub(a.start) < a.cfg.failAfter {
 		return false
+	}
+	if a.cfg.failFile != "" {
+		if _, err := os.Stat(a.cfg.failFile); err != nil {
+			return false
+		}
 	}
 	return a.random() < a.cfg.errorRate
 }

@@ -17,6 +17,7 @@ type config struct {
 	errorRate  float64       // share of GET / answered 500, in [0, 1]
 	latency    time.Duration // added to every GET /
 	failAfter  time.Duration // uptime before errorRate applies
+	failFile   string        // when set, errorRate applies only while this file exists
 }
 
 // parseConfig reads the app's environment through getenv (os.Getenv in
@@ -59,11 +60,12 @@ func parseConfig(getenv func(string) string) (config, error) {
 			return config{}, fmt.Errorf("ERROR_RATE=%q: want a share from 0 to 1, such as 0.05", rate)
 		}
 		cfg.errorRate = r
-	case getenv("FAIL_AFTER") != "":
-		// FAIL_AFTER alone means "fails completely after a while": the
-		// regressing canary of the demo, without a second variable to set.
+	case getenv("FAIL_AFTER") != "" || getenv("FAIL_FILE") != "":
+		// FAIL_AFTER or FAIL_FILE alone means "fails completely after a
+		// while": a regressing canary, without a second variable to set.
 		cfg.errorRate = 1
 	}
+	cfg.failFile = getenv("FAIL_FILE")
 	return cfg, nil
 }
 

@@ -28,6 +28,9 @@
 //	              FAIL_AFTER set and ERROR_RATE unset, every request fails
 //	              after it (ERROR_RATE 1), which makes a canary that looks
 //	              healthy at first and regresses later
+//	FAIL_FILE     path: errors happen only while this file exists (ERROR_RATE
+//	              1 when unset), so that whoever runs the app decides when
+//	              it regresses, whatever its uptime
 //
 // A bad value ends the program at once with a message naming the variable.
 package main

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -207,6 +208,24 @@ func TestFailAfterStartsErrorsOnlyAfterTheUptime(t *testing.T) {
 	now = start.Add(time.Minute)
 	code, _ = get(t, h, "/")
 	assert.Equal(t, http.StatusInternalServerError, code, "at FAIL_AFTER")
+}
+
+func TestFailFileStartsAndStopsErrors(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "fail")
+	now := time.Unix(0, 0)
+	cfg, err := parseConfig(func(k string) string { return map[string]string{"PORT": "8080", "FAIL_FILE": file}[k] })
+	require.NoError(t, err)
+	assert.Equal(t, 1.0, cfg.errorRate, "FAIL_FILE alone fails every request once the file exists")
+	h := newApp(cfg, func() time.Time { return now }, dice(0)).handler()
+
+	code, _ := get(t, h, "/")
+	assert.Equal(t, http.StatusOK, code, "no file yet")
+	require.NoError(t, os.WriteFile(file, nil, 0o644))
+	code, _ = get(t, h, "/")
+	assert.Equal(t, http.StatusInternalServerError, code, "the file exists")
+	require.NoError(t, os.Remove(file))
+	code, _ = get(t, h, "/")
+	assert.Equal(t, http.StatusOK, code, "the file is gone")
 }
 
 func TestLatencyIsAddedAndObserved(t *testing.T) {

@@ -224,10 +224,14 @@ func (d *demoRun) run(ctx context.Context) error {
 		return fmt.Errorf("demo: v2 is healthy but its rollout ended %s%s", v2.outcome.Phase, reasonSuffix(v2.outcome.Reason))
 	}
 
-	failAfter := breakAfter(v2.outcome, d.hold)
-	v3, err := d.release(ctx, "v3", fmt.Sprintf("answers 500 once it has run %s", failAfter),
-		fmt.Sprintf("v2 took %s from its first canary pod to 50%%, so v3 passes 5%% and 25%% and fails just after 50%% begins", failAfter-breakMargin),
-		"FAIL_AFTER="+failAfter.String())
+	failFile := filepath.Join(d.lab.Dir, "v3-fails")
+	watch, stopWatch := context.WithCancel(ctx)
+	switched := d.failAtHalf(watch, failFile)
+	v3, err := d.release(ctx, "v3", fmt.Sprintf("answers 500 from %s after its 50%% pods are Ready", breakMargin),
+		fmt.Sprintf("v3 passes 5%% and 25%%; %s after its 50%% pods are Ready, the demo makes every v3 pod answer 500 (FAIL_FILE)", breakMargin),
+		"FAIL_FILE="+failFile)
+	stopWatch()
+	<-switched
 	if err != nil {
 		return err
 	}
@@ -387,22 +391,44 @@ func (d *demoRun) outcomeSince(ctx context.Context, applied time.Time) (*rollout
 }
 
 // breakMargin is how long after the canary's pods are Ready at 50% v3
-// starts failing: late enough to be sure 25% is over, early enough for
-// the comparison's rejection (a few evaluations) well within the 50% hold.
+// starts failing: enough for a few evaluations that pass at 50%, well
+// within the 50% hold.
 const breakMargin = 3 * time.Second
 
-// breakAfter is the FAIL_AFTER of v3. FAIL_AFTER counts from each demo
-// process's start, and v3's first canary pod starts at step 1 and keeps
-// running: it must fail only once the canary is at 50%. The time v2, under
-// the same policy on the same machine, took from its first canary pod Ready
-// to its 50% pods Ready is the best forecast of v3's, however busy the
-// machine; without it, the policy's holds plus a few seconds per step.
-func breakAfter(v2 *rollout.Outcome, hold time.Duration) time.Duration {
-	h := v2.History
-	if len(h) == 3 && h[0].Ready != nil && h[2].Ready != nil {
-		return (h[2].Ready.Sub(h[0].Ready.Time) + breakMargin).Round(time.Second)
-	}
-	return 2*(hold+3*time.Second) + breakMargin
+// failAtHalf makes v3 regress at 50%: it watches web's rollout state and,
+// breakMargin after the 50% step's pods were all Ready, creates failFile,
+// whose presence makes every v3 process answer 500 (the demo app's
+// FAIL_FILE). A regression switched on at 50% does not depend on how long
+// the steps before took, which an uptime (FAIL_AFTER) would. The channel
+// closes when the watch ends: the file is made, or ctx ends, or the
+// rollout is over without reaching 50%.
+func (d *demoRun) failAtHalf(ctx context.Context, failFile string) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		started := false
+		for ctx.Err() == nil {
+			dep, err := d.lab.Client.AppsV1().Deployments(demoNamespace).Get(ctx, demoApp, metav1.GetOptions{})
+			if err == nil {
+				s, _ := rollout.ParseState(dep)
+				started = started || s != nil
+				if s == nil && started {
+					return // the rollout ended before 50%
+				}
+				if s != nil && int(s.Step) == len(s.Policy.Steps)-1 && s.HoldingSince != nil {
+					select {
+					case <-time.After(time.Until(s.HoldingSince.Add(breakMargin))):
+					case <-ctx.Done():
+						return
+					}
+					_ = os.WriteFile(failFile, nil, 0o644)
+					return
+				}
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+	return done
 }
 
 // apply runs `kubectl apply -f -` with manifest, as a person would, showing

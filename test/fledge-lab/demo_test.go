@@ -64,7 +64,7 @@ func TestDemoPromotesV2RollsBackV3AtHalfAndUndoesIt(t *testing.T) {
 	v2, v3, ok := strings.Cut(summary, "\nweb v3 ")
 	require.True(t, ok, summary)
 	assert.Regexp(t, `\nweb v2 \(a healthy version\): Succeeded, `, v2)
-	assert.Regexp(t, `^\(answers 500 once it has run \d+s\): RolledBack: errors: canary [\d.]+% \([\d,]+ of [\d,]+\) vs stable 0% \(0 of [\d,]+\); e-value \S+ >= 100 \(tolerance 1\.5× stable, alpha 0\.01\) at step 3 \(50%\), `, v3)
+	assert.Regexp(t, `^\(answers 500 from 3s after its 50% pods are Ready\): RolledBack: errors: canary [\d.]+% \([\d,]+ of [\d,]+\) vs stable 0% \(0 of [\d,]+\); e-value \S+ >= 100 \(tolerance 1\.5× stable, alpha 0\.01\) at step 3 \(50%\), `, v3)
 
 	rows := stepRows(t, v2)
 	require.Len(t, rows, 3, v2)
@@ -150,28 +150,6 @@ func stepRows(t *testing.T, block string) []summaryRow {
 		rows = append(rows, r)
 	}
 	return rows
-}
-
-func TestBreakAfter(t *testing.T) {
-	at := func(s float64) *metav1.MicroTime {
-		m := metav1.NewMicroTime(time.Unix(1000, 0).Add(time.Duration(s * float64(time.Second))))
-		return &m
-	}
-	tests := []struct {
-		name    string
-		history []rollout.StepRecord
-		want    time.Duration
-	}{
-		{"v2's first canary pod Ready to its 50% pods Ready, plus the margin",
-			[]rollout.StepRecord{{Ready: at(1.2)}, {Ready: at(17.5)}, {Ready: at(33.4)}}, 35 * time.Second},
-		{"without v2's three steps, the holds and a few seconds a step",
-			[]rollout.StepRecord{{Ready: at(1)}}, 2*(15*time.Second+3*time.Second) + 3*time.Second},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			assert.Equal(t, tt.want, breakAfter(&rollout.Outcome{History: tt.history}, 15*time.Second))
-		})
-	}
 }
 
 func TestCaughtAtHalf(t *testing.T) {
