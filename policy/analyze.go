@@ -130,11 +130,9 @@ func (q querier) series(ctx context.Context, tmpl, name string, vars QueryVars, 
 	if err != nil {
 		return none, because(name + ": " + err.Error())
 	}
-	qctx, cancel := context.WithTimeout(ctx, q.timeout)
-	defer cancel()
-	v, _, _, err := q.src.Query(qctx, query, q.at, v1.WithTimeout(q.timeout))
-	if err != nil {
-		return none, because(subject + ": " + describeQueryError(ctx, err, q.timeout))
+	v, g := q.run(ctx, query, subject)
+	if g != nil {
+		return none, g
 	}
 	vec, ok := v.(model.Vector)
 	if !ok {
@@ -219,15 +217,26 @@ func (q querier) value(ctx context.Context, c Check, vars QueryVars) (float64, *
 	if err != nil {
 		return 0, because(err.Error())
 	}
+	v, g := q.run(ctx, query, subject)
+	if g != nil {
+		return 0, g
+	}
+	return single(v, subject)
+}
+
+// run asks Prometheus one rendered query at the evaluation's time, within
+// the query timeout; a query that gets no answer is a gap that says why,
+// for subject.
+func (q querier) run(ctx context.Context, query, subject string) (model.Value, *gap) {
 	qctx, cancel := context.WithTimeout(ctx, q.timeout)
 	defer cancel()
 	// The same timeout goes to Prometheus, so that it stops evaluating a
 	// query nobody waits for any more.
 	v, _, _, err := q.src.Query(qctx, query, q.at, v1.WithTimeout(q.timeout))
 	if err != nil {
-		return 0, because(subject + ": " + describeQueryError(ctx, err, q.timeout))
+		return nil, because(subject + ": " + describeQueryError(ctx, err, q.timeout))
 	}
-	return single(v, subject)
+	return v, nil
 }
 
 // single reads the one finite number a check's query must return: a scalar

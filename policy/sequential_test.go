@@ -206,6 +206,6 @@ func TestMinRequestsResult(t *testing.T) {
 
 func TestFormatCount(t *testing.T) {
 	for in, want := range map[float64]string{0: "0", 7: "7", 999: "999", 1000: "1,000", 10912.4: "10,912", 1234567: "1,234,567", -4200: "-4,200"} {
-		assert.Equal(t, want, formatCount(in), "%v", in)
+		assert.Equal(t, want, FormatCount(in), "%v", in)
 	}
 }

@@ -192,7 +192,7 @@ func emptySide(t Tally) string {
 
 // describeCounts reads "2.1% (23 of 1,095)".
 func describeCounts(c Counts) string {
-	return fmt.Sprintf("%s%% (%s of %s)", formatValue(100*c.Rate(), math.Inf(1)), formatCount(c.Errors), formatCount(c.Requests))
+	return fmt.Sprintf("%s%% (%s of %s)", formatValue(100*c.Rate(), math.Inf(1)), FormatCount(c.Errors), FormatCount(c.Requests))
 }
 
 // describeRatio reads ", 4.3× stable's rate" or nothing.
@@ -215,7 +215,7 @@ func formatEValue(e float64) string {
 // formatCount renders a count as a whole number with thousands separators:
 // "10,912". Counts from Prometheus are floats; they are whole numbers for
 // the counters a comparison reads, and are rounded for showing.
-func formatCount(f float64) string {
+func FormatCount(f float64) string {
 	s := strconv.FormatInt(int64(math.Round(f)), 10)
 	neg := strings.HasPrefix(s, "-")
 	s = strings.TrimPrefix(s, "-")
@@ -300,7 +300,7 @@ func (a *Analysis) MinRequestsResult(t Tally, step int32) *CheckResult {
 	return &CheckResult{
 		Check: "min-requests", Result: Inconclusive, Gathering: true,
 		Value: ptrTo(canary), Bound: float64(a.MinRequests), Op: ">=",
-		Reason: fmt.Sprintf("canary served %s of the %d requests a step needs (minRequests)", formatCount(canary), a.MinRequests),
+		Reason: fmt.Sprintf("canary served %s of the %d requests a step needs (minRequests)", FormatCount(canary), a.MinRequests),
 	}
 }
 

@@ -335,8 +335,8 @@ func TestFormatComparisonAndGathering(t *testing.T) {
 
 func TestFormatCount(t *testing.T) {
 	for in, want := range map[float64]string{0: "0", 7: "7", 999: "999", 1000: "1,000", 2180.4: "2,180", 1234567: "1,234,567", -4200: "-4,200"} {
-		if got := formatCount(in); got != want {
-			t.Errorf("formatCount(%v) = %q, want %q", in, got, want)
+		if got := policy.FormatCount(in); got != want {
+			t.Errorf("policy.FormatCount(%v) = %q, want %q", in, got, want)
 		}
 	}
 	if got := requestsOf(1); got != "1 request" {

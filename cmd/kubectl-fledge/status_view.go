@@ -679,7 +679,7 @@ func formatGathering(c policy.CheckResult, t *policy.Tally) string {
 	text := c.Check + " waiting for requests"
 	switch {
 	case c.Value != nil:
-		text += fmt.Sprintf(" (%s of %s served)", formatCount(*c.Value), formatCount(c.Bound))
+		text += fmt.Sprintf(" (%s of %s served)", policy.FormatCount(*c.Value), policy.FormatCount(c.Bound))
 	case t != nil && t.Canary.Requests <= 0:
 		text += " (none counted on the canary pods yet)"
 	case t != nil && t.Stable.Requests <= 0:

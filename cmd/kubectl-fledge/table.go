@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/duration"
+
+	"github.com/fledge-dev/fledge/policy"
 )
 
 // table collects rows and aligns them in columns as kubectl does (three
@@ -75,30 +77,12 @@ func formatNumber(v float64) string {
 	return strconv.FormatFloat(v, 'g', 4, 64)
 }
 
-// formatCount renders a count as a whole number with thousands
-// separators, as the router's Events and reasons do: "10,912".
-func formatCount(f float64) string {
-	n := int64(math.Round(f))
-	if n < 0 {
-		return "-" + formatCount(float64(-n))
-	}
-	s := strconv.FormatInt(n, 10)
-	var b strings.Builder
-	for i, ch := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(ch)
-	}
-	return b.String()
-}
-
 // requestsOf reads "2,180 requests", or "1 request".
 func requestsOf(f float64) string {
 	if math.Round(f) == 1 {
 		return "1 request"
 	}
-	return formatCount(f) + " requests"
+	return policy.FormatCount(f) + " requests"
 }
 
 // userGroup shows a step's target weight and the pod counts that carry it:
