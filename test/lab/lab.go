@@ -48,6 +48,14 @@ type Options struct {
 	// ProxyMode is the mode of the node network's kube-proxy: "nftables"
 	// (the default) or "iptables".
 	ProxyMode string
+	// AuditLog makes the apiserver write one audit event per write request
+	// (see Lab.AuditEvents): who wrote what, for tests that count writes.
+	AuditLog bool
+	// UnlimitedClients lifts the client-side rate limits of the controller
+	// manager and the scheduler (20 and 50 requests a second by default),
+	// as kwokctl's --disable-qps-limits does: for benchmarks that create
+	// thousands of Deployments and pods (see clientLimits).
+	UnlimitedClients bool
 }
 
 // User is an identity of the lab's apiserver.
@@ -190,26 +198,35 @@ func (l *Lab) start(ctx context.Context, bins string, opts Options) error {
 		return err
 	}
 
-	if err := l.run("kube-apiserver", bins,
-		"--etcd-servers="+etcdURL,
+	apiArgs := []string{
+		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
-		"--secure-port="+strconv.Itoa(apiPort),
-		"--cert-dir="+filepath.Join(l.Dir, "apiserver-certs"),
-		"--tls-cert-file="+pki.servingCert,
-		"--tls-private-key-file="+pki.servingKey,
+		"--secure-port=" + strconv.Itoa(apiPort),
+		"--cert-dir=" + filepath.Join(l.Dir, "apiserver-certs"),
+		"--tls-cert-file=" + pki.servingCert,
+		"--tls-private-key-file=" + pki.servingKey,
 		"--service-account-issuer=https://kubernetes.default.svc",
-		"--service-account-key-file="+pki.saKey,
-		"--service-account-signing-key-file="+pki.saKey,
-		"--service-cluster-ip-range="+services,
+		"--service-account-key-file=" + pki.saKey,
+		"--service-account-signing-key-file=" + pki.saKey,
+		"--service-cluster-ip-range=" + services,
 		"--authorization-mode=Node,RBAC",
-		"--token-auth-file="+pki.tokenFile,
+		"--token-auth-file=" + pki.tokenFile,
 		// The apiserver would publish its own address as the endpoint of the
 		// "kubernetes" Service; 127.0.0.1 is not a valid endpoint, and nothing
 		// in the lab reaches the apiserver through that Service.
 		"--endpoint-reconciler-type=none",
 		"--enable-priority-and-fairness=false",
 		"--profiling=false",
-	); err != nil {
+	}
+	if opts.AuditLog {
+		policy, err := writeAuditPolicy(l.Dir)
+		if err != nil {
+			return err
+		}
+		apiArgs = append(apiArgs, "--audit-policy-file="+policy, "--audit-log-path="+l.auditLog(),
+			"--audit-log-format=json", "--audit-log-mode=blocking", "--audit-log-maxsize=0")
+	}
+	if err := l.run("kube-apiserver", bins, apiArgs...); err != nil {
 		return err
 	}
 
@@ -247,29 +264,29 @@ func (l *Lab) start(ctx context.Context, bins string, opts Options) error {
 	if err != nil {
 		return err
 	}
-	if err := l.run("kube-controller-manager", bins,
-		"--kubeconfig="+cmKubeconfig,
-		"--authentication-kubeconfig="+cmKubeconfig,
-		"--authorization-kubeconfig="+cmKubeconfig,
+	if err := l.run("kube-controller-manager", bins, append([]string{
+		"--kubeconfig=" + cmKubeconfig,
+		"--authentication-kubeconfig=" + cmKubeconfig,
+		"--authorization-kubeconfig=" + cmKubeconfig,
 		"--leader-elect=false",
 		"--secure-port=0",
 		"--controllers=*",
-		"--service-account-private-key-file="+pki.saKey,
-		"--root-ca-file="+pki.caFile,
-	); err != nil {
+		"--service-account-private-key-file=" + pki.saKey,
+		"--root-ca-file=" + pki.caFile,
+	}, clientLimits(opts)...)...); err != nil {
 		return err
 	}
 	schedKubeconfig, err := l.writeKubeconfig("system:kube-scheduler")
 	if err != nil {
 		return err
 	}
-	if err := l.run("kube-scheduler", bins,
-		"--kubeconfig="+schedKubeconfig,
-		"--authentication-kubeconfig="+schedKubeconfig,
-		"--authorization-kubeconfig="+schedKubeconfig,
+	if err := l.run("kube-scheduler", bins, append([]string{
+		"--kubeconfig=" + schedKubeconfig,
+		"--authentication-kubeconfig=" + schedKubeconfig,
+		"--authorization-kubeconfig=" + schedKubeconfig,
 		"--leader-elect=false",
 		"--secure-port=0",
-	); err != nil {
+	}, clientLimits(opts)...)...); err != nil {
 		return err
 	}
 	kwokKubeconfig, err := l.writeKubeconfig("kwok")

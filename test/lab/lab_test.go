@@ -42,7 +42,7 @@ var theLab *lab.Lab
 // TestMain shares one lab among the package's tests, with the demo app built
 // from this checkout and Prometheus, so the demo pods really answer.
 func TestMain(m *testing.M) {
-	os.Exit(lab.Run(m, lab.Options{BuildDemoApp: true, Prometheus: true}, &theLab))
+	os.Exit(lab.Run(m, lab.Options{BuildDemoApp: true, Prometheus: true, AuditLog: true}, &theLab))
 }
 
 var podRange = netip.MustParsePrefix("198.18.0.0/16")
@@ -248,6 +248,29 @@ spec:
 	d, err := theLab.Client.AppsV1().Deployments(ns).Get(ctx, "hello", metav1.GetOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, int32(2), d.Status.ReadyReplicas)
+}
+
+// The audit log records each write once, with its writer, and no reads.
+func TestAuditLogRecordsWritesWithTheirWriter(t *testing.T) {
+	ctx := t.Context()
+	ns := "lab-audit"
+	require.NoError(t, theLab.CreateNamespace(ctx, ns, nil))
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "audited", Namespace: ns}, Data: map[string]string{"a": "1"}}
+	_, err := theLab.Client.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = theLab.Client.CoreV1().ConfigMaps(ns).Get(ctx, "audited", metav1.GetOptions{})
+	require.NoError(t, err)
+	require.NoError(t, theLab.Client.CoreV1().ConfigMaps(ns).Delete(ctx, "audited", metav1.DeleteOptions{}))
+
+	events, err := theLab.AuditEvents()
+	require.NoError(t, err)
+	var seen []string
+	for _, e := range events {
+		if e.ObjectRef != nil && e.ObjectRef.Namespace == ns && e.ObjectRef.Name == "audited" {
+			seen = append(seen, fmt.Sprintf("%s %s %s %d", e.User.Username, e.Verb, e.Resource(), e.Code()))
+		}
+	}
+	assert.Equal(t, []string{"lab-admin create configmaps 201", "lab-admin delete configmaps 200"}, seen)
 }
 
 func TestStopEndsEveryProcessAndRemovesTheDirectory(t *testing.T) {
