@@ -427,7 +427,10 @@ func (r *Reconciler) ensureCanary(ctx context.Context, d, existing *appsv1.Deplo
 	if equalCanary(existing, c) {
 		return nil
 	}
-	return r.Client.Update(ctx, c)
+	// A patch of what changed, at the version read: the cache holds
+	// Deployments without what fledge never reads (StripUnread), which an
+	// update would erase.
+	return r.Client.Patch(ctx, c, client.MergeFromWithOptions(existing, client.MergeFromWithOptimisticLock{}))
 }
 
 func equalCanary(a, b *appsv1.Deployment) bool {
@@ -438,9 +441,11 @@ func equalCanary(a, b *appsv1.Deployment) bool {
 		a.Spec.MinReadySeconds == b.Spec.MinReadySeconds
 }
 
-// updateStable writes the stable Deployment's part of a plan, with the
-// resourceVersion it was read at: a concurrent change makes it fail with a
-// conflict and the reconcile starts over from a fresh read.
+// updateStable writes the stable Deployment's part of a plan, as a patch of
+// what changed (never the whole object: the cached copy lacks what
+// StripUnread took, the user's last-applied configuration among it), with
+// the resourceVersion it was read at: a concurrent change makes it fail
+// with a conflict and the reconcile starts over from a fresh read.
 func (r *Reconciler) updateStable(ctx context.Context, d *appsv1.Deployment, p planned) error {
 	u := d.DeepCopy()
 	if u.Annotations == nil {
@@ -474,7 +479,7 @@ func (r *Reconciler) updateStable(ctx context.Context, d *appsv1.Deployment, p p
 	if equalStable(d, u) {
 		return nil
 	}
-	return r.Client.Update(ctx, u)
+	return r.Client.Patch(ctx, u, client.MergeFromWithOptions(d, client.MergeFromWithOptimisticLock{}))
 }
 
 func equalStable(a, b *appsv1.Deployment) bool {

@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"strconv"
 	"strings"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -31,6 +32,11 @@ type Target struct {
 	// URL, when set, is used instead of the Service (https://host:port).
 	URL      string
 	CABundle []byte
+	// Self is the username fledge's manager acts as. The apiserver does
+	// not call the Deployment webhooks for its writes, which they would
+	// let pass anyway: a rollout's own steps cost no admission, and go on
+	// while the webhook is down.
+	Self string
 }
 
 func (t Target) clientConfig(path string) admissionregistrationv1.WebhookClientConfig {
@@ -51,6 +57,24 @@ func (t Target) notSystem() metav1.LabelSelectorRequirement {
 		Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn,
 		Values: []string{t.Namespace, "kube-system"},
 	}
+}
+
+// NotSelfCondition names the match condition that keeps fledge's own
+// writes from its Deployment webhooks.
+const NotSelfCondition = "not-fledge"
+
+// notSelf is the NotSelfCondition for t.Self, or none without one.
+func (t Target) notSelf() []admissionregistrationv1.MatchCondition {
+	if t.Self == "" {
+		return nil
+	}
+	return []admissionregistrationv1.MatchCondition{{Name: NotSelfCondition, Expression: NotSelfExpression(t.Self)}}
+}
+
+// NotSelfExpression is the CEL expression of NotSelfCondition for the
+// username self.
+func NotSelfExpression(self string) string {
+	return "request.userInfo.username != " + strconv.Quote(self)
 }
 
 // annotation is a CEL expression for a Deployment's annotation key, or "".
@@ -125,7 +149,7 @@ func Configurations(t Target) (*admissionregistrationv1.MutatingWebhookConfigura
 				{Key: rollout.LabelEnabled, Operator: metav1.LabelSelectorOpIn, Values: []string{"true"}},
 				t.notSystem(),
 			}},
-			MatchConditions:         conditions,
+			MatchConditions:         append(t.notSelf(), conditions...),
 			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNone),
 			TimeoutSeconds:          ptr.To[int32](5),
 			FailurePolicy:           ptr.To(admissionregistrationv1.Fail),

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -127,7 +128,7 @@ func run(ctx context.Context, o options) error {
 			CertDir: o.certDir,
 			TLSOpts: []func(*tls.Config){certs.RequireTLS12},
 		}),
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+		Cache: cache.Options{DefaultTransform: router.StripUnread, ByObject: map[client.Object]cache.ByObject{
 			// Of ConfigMaps and pods, only policy ConfigMaps and canary pods
 			// are read, so only they are cached.
 			&corev1.ConfigMap{}: {Label: labels.SelectorFromSet(labels.Set{policy.Label: "true"})},
@@ -168,7 +169,7 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	if o.webhookURL != "" {
-		if err := registerWebhooks(ctx, direct, webhook.Target{Namespace: o.namespace, URL: o.webhookURL}); err != nil {
+		if err := registerWebhooks(ctx, direct, webhook.Target{Namespace: o.namespace, URL: o.webhookURL, Self: self}); err != nil {
 			return err
 		}
 	}
@@ -179,6 +180,9 @@ func run(ctx context.Context, o options) error {
 	}
 	if err := mgr.Add(rotator); err != nil {
 		return err
+	}
+	if o.webhookURL == "" {
+		warnUnlessNotSelf(ctx, direct, self)
 	}
 	// The state keys are loaded before the webhook serves: a rollout's
 	// state is sealed from its first write.
@@ -262,6 +266,26 @@ func whoAmI(ctx context.Context, cfg *rest.Config) (string, error) {
 		return "", errors.New("learn fledge's own identity: the apiserver returned no username")
 	}
 	return review.Status.UserInfo.Username, nil
+}
+
+// warnUnlessNotSelf says, once at start, when the installed Deployment
+// webhooks are called for fledge's own writes: a namespace or
+// ServiceAccount changed by an overlay, and webhooks.yaml not regenerated.
+// Those writes still pass (the handler lets them), at an admission each,
+// and stop while the webhook is down.
+func warnUnlessNotSelf(ctx context.Context, c client.Client, self string) {
+	var m admissionregistrationv1.MutatingWebhookConfiguration
+	if err := c.Get(ctx, client.ObjectKey{Name: webhook.MutatingConfigurationName}, &m); err != nil {
+		return // the rotator reports a missing configuration
+	}
+	want := webhook.NotSelfExpression(self)
+	for _, w := range m.Webhooks {
+		if !slices.ContainsFunc(w.MatchConditions, func(mc admissionregistrationv1.MatchCondition) bool { return mc.Expression == want }) {
+			ctrl.Log.WithName("fledge").Info("The webhook is called for fledge's own writes: add the match condition to every webhook of the MutatingWebhookConfiguration, or regenerate manifests/webhooks.yaml for this identity",
+				"webhook", w.Name, "condition", webhook.NotSelfCondition, "expression", want)
+			return
+		}
+	}
 }
 
 // registerWebhooks creates or updates the webhook configurations for a

@@ -33,7 +33,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(lab.Run(m, lab.Options{}, &theLab, startFledge, buildPlugin))
+	os.Exit(lab.Run(m, lab.Options{AuditLog: true}, &theLab, startFledge, buildPlugin))
 }
 
 // startFledge builds the manager of this checkout into the lab's directory

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -157,6 +159,9 @@ func TestHealthyReleaseIsPromotedThroughEveryStep(t *testing.T) {
 	canaryGone(t, ns)
 	d := get(t, ns, "web")
 	assert.False(t, d.Spec.Paused)
+	// fledge patches what it changes: kubectl's last-applied
+	// configuration, which its cache does not hold, is still v2's.
+	assert.Contains(t, d.Annotations[corev1.LastAppliedConfigAnnotation], `"image":"fledge/demo:v2"`)
 	_, stderr, err := kubectl(t, "", "rollout", "status", "deployment/web", "-n", ns, "--timeout=60s")
 	require.NoError(t, err, stderr)
 	eventually(t, "only v2 pods", func(ctx context.Context) (bool, error) {
@@ -164,6 +169,43 @@ func TestHealthyReleaseIsPromotedThroughEveryStep(t *testing.T) {
 	})
 	assert.Equal(t, []string{"promoted web: all 6 pods run the new version"}, eventMessages(t, ns, "Succeeded", 1))
 	logPhases(t, out)
+
+	// The apiserver called fledge's webhook for the user's two applies
+	// (v1 and v2) and for none of fledge's own writes of the rollout.
+	writes := deploymentWrites(t, ns)
+	fledgeWrites := writes["system:serviceaccount:fledge-system:fledge"]
+	assert.GreaterOrEqual(t, fledgeWrites.writes, 6, "fledge's writes of web and its canary: %+v", writes)
+	assert.Zero(t, fledgeWrites.admitted, "fledge's own writes sent to its webhook: %+v", writes)
+	assert.Equal(t, 1, writes["lab-admin"].admitted, "the user's applies sent to fledge's webhook (v1 creates web: no call): %+v", writes)
+	t.Logf("Deployment writes in the rollout: %+v", writes)
+}
+
+// webhookCalls counts, by user, the writes to Deployments of ns and how
+// many of them the apiserver sent to fledge's Deployment webhook, from the
+// lab's audit log.
+type webhookCalls struct {
+	writes, admitted int
+	log              []string // verb and Deployment of each write
+}
+
+func deploymentWrites(t *testing.T, ns string) map[string]webhookCalls {
+	t.Helper()
+	events, err := theLab.AuditEvents()
+	require.NoError(t, err)
+	out := map[string]webhookCalls{}
+	for _, e := range events {
+		if e.ObjectRef == nil || e.ObjectRef.Namespace != ns || e.ObjectRef.Resource != "deployments" || e.ObjectRef.Subresource != "" {
+			continue
+		}
+		c := out[e.User.Username]
+		c.writes++
+		c.log = append(c.log, e.Verb+" "+e.ObjectRef.Name)
+		if slices.Contains(e.MutatingWebhooks(), "deployments.fledge.dev") {
+			c.admitted++
+		}
+		out[e.User.Username] = c
+	}
+	return out
 }
 
 // logPhases prints how long each phase of a finished rollout took.
