@@ -9,6 +9,8 @@ BIN     := $(CURDIR)/bin
 PROGRAMS := $(wildcard ./cmd/*/) ./test/fledge-lab ./test/demoapp
 # Lab tests start real processes; a cached result would hide a changed lab.
 TESTFLAGS ?= -count=1 -timeout 45m
+# The manager's image name, as manifests/kustomization.yaml renders it.
+IMAGE ?= ghcr.io/fledge-dev/fledge:dev
 
 .PHONY: help
 help: ## list the targets
@@ -21,6 +23,10 @@ demo: tools build labcheck ## the demo: a healthy release promoted, a broken one
 .PHONY: build
 build: ## build fledge's programs into bin/
 	$(GO) build -o $(BIN)/ $(PROGRAMS)
+
+.PHONY: image
+image: ## the manager's container image, without Docker, into bin/ for kind load image-archive (PUSH=REF also pushes it)
+	$(GO) run ./hack/image -image $(IMAGE) $(if $(PUSH),-push $(PUSH))
 
 .PHONY: tools
 tools: ## build the lab's programs from source (first time: about 25 minutes); nft and iptables for the data plane

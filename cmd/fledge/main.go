@@ -38,6 +38,10 @@ import (
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	// The image holds the binary alone: Prometheus over HTTPS is verified
+	// against these roots when the system has none.
+	_ "golang.org/x/crypto/x509roots/fallback"
+
 	"github.com/fledge-dev/fledge/certs"
 	"github.com/fledge-dev/fledge/policy"
 	"github.com/fledge-dev/fledge/rollout"

@@ -23,6 +23,7 @@ ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.8.0
 PROMETHEUS_VERSION=v0.316.0
 GOTESTSUM_VERSION=v1.13.0
+REGISTRY_VERSION=v3.1.2
 
 mkdir -p "$cache" "$bin"
 
@@ -40,7 +41,8 @@ dir() { echo "$cache/$1-$2-$platform"; }
 
 missing=()
 for spec in "kube-apiserver $KUBE_VERSION" "kube-controller-manager $KUBE_VERSION" "kube-scheduler $KUBE_VERSION" \
-	"kube-proxy $KUBE_VERSION" "etcd $ETCD_VERSION" "kwok $KWOK_VERSION" "prometheus $PROMETHEUS_VERSION" "gotestsum $GOTESTSUM_VERSION"; do
+	"kube-proxy $KUBE_VERSION" "etcd $ETCD_VERSION" "kwok $KWOK_VERSION" "prometheus $PROMETHEUS_VERSION" "gotestsum $GOTESTSUM_VERSION" \
+	"registry $REGISTRY_VERSION"; do
 	set -- $spec
 	[ -x "$(dir "$1" "$2")/$1" ] || missing+=("$1")
 done
@@ -109,6 +111,13 @@ build_prometheus() {
 		"github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION"
 }
 
+# The CNCF distribution registry: test/image pushes `make image`'s image to
+# it and pulls it back.
+build_registry() {
+	GOBIN="$out" go install -ldflags "-s -w -X github.com/distribution/distribution/v3/version.version=$REGISTRY_VERSION" \
+		"github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION"
+}
+
 build gotestsum "$GOTESTSUM_VERSION" build_gotestsum
 build etcd "$ETCD_VERSION" build_etcd
 build kwok "$KWOK_VERSION" build_kwok
@@ -119,6 +128,7 @@ build kube-scheduler "$KUBE_VERSION" build_kube kube-scheduler
 # kube-proxy is the lab's real data plane, run in a network namespace.
 build kube-proxy "$KUBE_VERSION" build_kube kube-proxy
 build prometheus "$PROMETHEUS_VERSION" build_prometheus
+build registry "$REGISTRY_VERSION" build_registry
 
 echo "fledge: lab programs ready in $bin"
 
