@@ -48,6 +48,8 @@ type Reconciler struct {
 	// Keys seal the state and evidence the router writes, and tell them
 	// from any it did not write, which it never acts on.
 	Keys rollout.Keys
+
+	written written
 }
 
 // SetupWithManager registers the reconciler: it watches Deployments that
@@ -118,12 +120,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		if apierrors.IsNotFound(err) {
 			// Its canary, owned by it, is garbage-collected.
 			r.Metrics.forget(req.Namespace, req.Name)
+			r.written.forget(req.NamespacedName)
+			r.written.forget(types.NamespacedName{Namespace: req.Namespace, Name: rollout.CanaryName(req.Name)})
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err
 	}
 	if rollout.IsCanary(&d) || !d.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil
+	}
+	if r.written.behind(req.NamespacedName, d.ResourceVersion, true) {
+		return ctrl.Result{RequeueAfter: conflictRetry}, nil
 	}
 	enabled, err := r.namespaceEnabled(ctx, d.Namespace)
 	if err != nil || !enabled {
@@ -143,6 +150,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 
 	o, err := r.observe(ctx, &d, state)
+	if errors.Is(err, errBehind) {
+		return ctrl.Result{RequeueAfter: conflictRetry}, nil
+	}
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -230,6 +240,9 @@ func (r *Reconciler) observe(ctx context.Context, d *appsv1.Deployment, s *rollo
 	if err != nil {
 		return o, err // says which Deployment is in the way
 	}
+	if r.written.behind(canaryKey(d), resourceVersion(canary), canary != nil) {
+		return o, errBehind
+	}
 	if canary != nil {
 		if o.CanaryPods, err = r.canaryPods(ctx, d); err != nil {
 			return o, fmt.Errorf("list the canary pods of %s/%s: %w", d.Namespace, d.Name, err)
@@ -287,6 +300,21 @@ func (r *Reconciler) observe(ctx context.Context, d *appsv1.Deployment, s *rollo
 		}
 	}
 	return o, nil
+}
+
+// errBehind says the cache has not seen the router's last write of the
+// canary yet.
+var errBehind = errors.New("the cache is behind the router's last write")
+
+func canaryKey(d *appsv1.Deployment) types.NamespacedName {
+	return types.NamespacedName{Namespace: d.Namespace, Name: rollout.CanaryName(d.Name)}
+}
+
+func resourceVersion(d *appsv1.Deployment) string {
+	if d == nil {
+		return ""
+	}
+	return d.ResourceVersion
 }
 
 // canary returns the Deployment's canary, or nil. A Deployment of that name
@@ -410,8 +438,12 @@ func (r *Reconciler) ensureCanary(ctx context.Context, d, existing *appsv1.Deplo
 		if err := controllerutil.SetControllerReference(d, c, r.Client.Scheme()); err != nil {
 			return err
 		}
-		if err := r.Client.Create(ctx, c); err != nil || evidence == nil {
+		if err := r.Client.Create(ctx, c); err != nil {
 			return err
+		}
+		r.written.record(client.ObjectKeyFromObject(c), "")
+		if evidence == nil {
+			return nil
 		}
 		existing = c
 	}
@@ -430,7 +462,11 @@ func (r *Reconciler) ensureCanary(ctx context.Context, d, existing *appsv1.Deplo
 	// A patch of what changed, at the version read: the cache holds
 	// Deployments without what fledge never reads (StripUnread), which an
 	// update would erase.
-	return r.Client.Patch(ctx, c, client.MergeFromWithOptions(existing, client.MergeFromWithOptimisticLock{}))
+	if err := r.Client.Patch(ctx, c, client.MergeFromWithOptions(existing, client.MergeFromWithOptimisticLock{})); err != nil {
+		return err
+	}
+	r.written.record(client.ObjectKeyFromObject(c), existing.ResourceVersion)
+	return nil
 }
 
 func equalCanary(a, b *appsv1.Deployment) bool {
@@ -479,7 +515,11 @@ func (r *Reconciler) updateStable(ctx context.Context, d *appsv1.Deployment, p p
 	if equalStable(d, u) {
 		return nil
 	}
-	return r.Client.Patch(ctx, u, client.MergeFromWithOptions(d, client.MergeFromWithOptimisticLock{}))
+	if err := r.Client.Patch(ctx, u, client.MergeFromWithOptions(d, client.MergeFromWithOptimisticLock{})); err != nil {
+		return err
+	}
+	r.written.record(client.ObjectKeyFromObject(d), d.ResourceVersion)
+	return nil
 }
 
 func equalStable(a, b *appsv1.Deployment) bool {

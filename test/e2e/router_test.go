@@ -172,20 +172,28 @@ func TestHealthyReleaseIsPromotedThroughEveryStep(t *testing.T) {
 
 	// The apiserver called fledge's webhook for the user's two applies
 	// (v1 and v2) and for none of fledge's own writes of the rollout.
+	// fledge wrote each transition at most once: the canary created, then
+	// per step its scale, the step's start and its hold (web; one write
+	// when the pods are Ready before the step's start is written), then
+	// Promoting, the outcome, the canary deleted. Conflicts (the
+	// Deployment controller's status writes race fledge's) are not writes.
 	writes := deploymentWrites(t, ns)
 	fledgeWrites := writes["system:serviceaccount:fledge-system:fledge"]
-	assert.GreaterOrEqual(t, fledgeWrites.writes, 6, "fledge's writes of web and its canary: %+v", writes)
+	assert.LessOrEqual(t, fledgeWrites.writes, 12, "fledge's writes of web and its canary: %+v", writes)
+	assert.GreaterOrEqual(t, fledgeWrites.writes, 9, "fledge's writes of web and its canary: %+v", writes)
 	assert.Zero(t, fledgeWrites.admitted, "fledge's own writes sent to its webhook: %+v", writes)
 	assert.Equal(t, 1, writes["lab-admin"].admitted, "the user's applies sent to fledge's webhook (v1 creates web: no call): %+v", writes)
 	t.Logf("Deployment writes in the rollout: %+v", writes)
 }
 
-// webhookCalls counts, by user, the writes to Deployments of ns and how
-// many of them the apiserver sent to fledge's Deployment webhook, from the
-// lab's audit log.
+// webhookCalls counts, by user, the writes to Deployments of ns that the
+// apiserver carried out and how many of them it sent to fledge's
+// Deployment webhook, from the lab's audit log.
 type webhookCalls struct {
 	writes, admitted int
-	log              []string // verb and Deployment of each write
+	// conflicts are writes refused for a stale resourceVersion (not in writes).
+	conflicts int
+	log       []string // verb, Deployment and answer of each write
 }
 
 func deploymentWrites(t *testing.T, ns string) map[string]webhookCalls {
@@ -198,8 +206,13 @@ func deploymentWrites(t *testing.T, ns string) map[string]webhookCalls {
 			continue
 		}
 		c := out[e.User.Username]
+		c.log = append(c.log, fmt.Sprintf("%s %s %d", e.Verb, e.ObjectRef.Name, e.Code()))
+		if e.Code() == http.StatusConflict {
+			c.conflicts++
+			out[e.User.Username] = c
+			continue
+		}
 		c.writes++
-		c.log = append(c.log, e.Verb+" "+e.ObjectRef.Name)
 		if slices.Contains(e.MutatingWebhooks(), "deployments.fledge.dev") {
 			c.admitted++
 		}
