@@ -17,6 +17,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
@@ -213,8 +215,8 @@ func TestManagerDeployment(t *testing.T) {
 	if d.Namespace != Namespace || ptr.Deref(d.Spec.Replicas, 0) != 2 || pod.ServiceAccountName != "fledge" {
 		t.Errorf("deployment %s/%s: %d replicas, service account %q", d.Namespace, d.Name, ptr.Deref(d.Spec.Replicas, 0), pod.ServiceAccountName)
 	}
-	if c.Image != "ghcr.io/fledge-dev/fledge:latest" {
-		t.Errorf("image %s", c.Image)
+	if c.Image != "ghcr.io/fledge-dev/fledge:dev" || c.ImagePullPolicy != corev1.PullIfNotPresent {
+		t.Errorf("image %s, pull policy %q: want ghcr.io/fledge-dev/fledge:dev (make image), IfNotPresent (kind loads it)", c.Image, c.ImagePullPolicy)
 	}
 	// The flags of cmd/fledge; a misspelt one stops the manager at start.
 	wantArgs := []string{
@@ -240,14 +242,27 @@ func TestManagerDeployment(t *testing.T) {
 	if ports["webhook"] != 9443 || ports["metrics"] != 8080 || ports["health"] != 8081 {
 		t.Errorf("container ports %v", ports)
 	}
-	if p := c.ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/readyz" || p.HTTPGet.Port.String() != "health" {
+	if p := c.ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/readyz" || p.HTTPGet.Port.String() != "health" || p.PeriodSeconds != 5 {
 		t.Errorf("readiness probe %+v", p)
 	}
 	if p := c.LivenessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/healthz" || p.HTTPGet.Port.String() != "health" {
 		t.Errorf("liveness probe %+v", p)
 	}
-	if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
-		t.Errorf("resources %+v", c.Resources)
+	wantResources := corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("96Mi")},
+		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")},
+	}
+	if !equality.Semantic.DeepEqual(c.Resources, wantResources) {
+		t.Errorf("resources %+v, want %+v (the basis is in deployment.yaml)", c.Resources, wantResources)
+	}
+	// The endpoint leaves the Service before the webhook stops serving, and
+	// the grace period covers the sleep and the manager's shutdown.
+	if l := c.Lifecycle; l == nil || l.PreStop == nil || l.PreStop.Sleep == nil || l.PreStop.Sleep.Seconds != 5 ||
+		l.PreStop.Exec != nil || l.PreStop.HTTPGet != nil || l.PostStart != nil {
+		t.Errorf("lifecycle %+v: want a preStop sleep of 5s only", l)
+	}
+	if got := ptr.Deref(pod.TerminationGracePeriodSeconds, 30); got != 20 {
+		t.Errorf("terminationGracePeriodSeconds %d, want 20 (5s preStop + 15s shutdown)", got)
 	}
 	sc, psc := c.SecurityContext, pod.SecurityContext
 	if psc == nil || !ptr.Deref(psc.RunAsNonRoot, false) || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {

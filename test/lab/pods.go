@@ -30,7 +30,8 @@ import (
 // for every Running pod of the demo image the runner puts that address on
 // the node network's loopback and starts the demo app there, listening on
 // the pod's IP and container port. kube-proxy, Prometheus and clients reach
-// it there as they would a container.
+// it there as they would a container. With Lab.RunManagerPods it also runs
+// fledge's manager for manager pods (managers.go).
 
 // DemoImage is the image, without its tag, of the pods the runner stands in
 // for; the tag becomes the app's VERSION ("fledge/demo:v2" answers "ok v2").
@@ -182,6 +183,13 @@ type podRunner struct {
 	// loopback is for: kwok gives a gone pod's IP to a new pod at once.
 	addrs  map[netip.Addr]string
 	failed map[types.UID]bool // pods whose process would not run: not retried (a pod's env never changes)
+
+	// Manager pods (managers.go), once Lab.RunManagerPods set mgrCfg.
+	mgrCfg  *managerConfig
+	mgrs    map[string]*managerPod
+	history []ManagerEvent
+	terms   sync.WaitGroup // terminations under way
+	probes  sync.WaitGroup // readiness probes
 }
 
 // startPods starts the pod runner with the demo app at bin, and returns once
@@ -190,6 +198,12 @@ func (l *Lab) startPods(ctx context.Context, bin string) error {
 	if _, err := os.Stat(bin); err != nil {
 		return fmt.Errorf("lab: demo app: %w", err)
 	}
+	return l.startRunner(ctx, bin)
+}
+
+// startRunner starts the pod runner; with bin "", it runs no demo app (demo
+// pods get no process), for a lab that runs manager pods only.
+func (l *Lab) startRunner(ctx context.Context, bin string) error {
 	log, err := openLineLog(filepath.Join(l.Dir, podsLog))
 	if err != nil {
 		return err
@@ -212,6 +226,7 @@ func (l *Lab) startPods(ctx context.Context, bin string) error {
 		procs:  map[string]*demoProcess{},
 		addrs:  map[netip.Addr]string{},
 		failed: map[types.UID]bool{},
+		mgrs:   map[string]*managerPod{},
 		net:    l.net,
 	}
 	// The runner outlives Start's context (often a startup timeout): it
@@ -246,7 +261,11 @@ func (r *podRunner) start(ctx context.Context) error {
 			}
 		})
 	}
-	r.log.printf("runner: watching pods of image %s:<tag> on nodes %s", DemoImage, strings.Join(sortedKeys(r.nodes), ", "))
+	if r.bin != "" {
+		r.log.printf("runner: watching pods of image %s:<tag> on nodes %s", DemoImage, strings.Join(sortedKeys(r.nodes), ", "))
+	} else {
+		r.log.printf("runner: watching pods on nodes %s, without the demo app", strings.Join(sortedKeys(r.nodes), ", "))
+	}
 	return nil
 }
 
@@ -280,7 +299,11 @@ func (r *podRunner) sync(key string) error {
 	if err != nil {
 		return err
 	}
+	if r.managesPod(key, pod) {
+		return r.syncManager(key, pod)
+	}
 	spec, want := wantsDemo(pod, r.nodes)
+	want = want && r.bin != ""
 
 	r.mu.Lock()
 	cur := r.procs[key]
@@ -479,7 +502,7 @@ func (r *podRunner) pids() map[string]int {
 }
 
 // shutdown stops the workers and the informer, then every process, all at
-// once (each gets SIGTERM and up to 5s).
+// once (each demo process gets SIGTERM and up to 5s, each manager 10s).
 func (r *podRunner) shutdown() {
 	r.cancel()
 	r.queue.ShutDown()
@@ -493,6 +516,7 @@ func (r *podRunner) shutdown() {
 	for key, p := range procs {
 		wg.Go(func() { r.stop(key, p, "the lab stops") })
 	}
+	wg.Go(r.stopManagers)
 	wg.Wait()
 	r.log.close()
 }
