@@ -44,6 +44,10 @@ test-unit: ## unit tests only (no lab)
 bench: ## benchmarks: figures and ratios measured in one run
 	$(GO) test -short -run '^$$' -bench . -benchmem ./...
 
+.PHONY: bench-scale
+bench-scale: tools build labcheck ## the manager at scale on the lab: memory, reconciles, step lag, writes, webhook latency (about 10 minutes; SCALE_FLAGS='-deployments 10000 -namespaces 100 -rollouts 0 -replicas 1,0,0,0')
+	$(GO) run ./test/scale $(SCALE_FLAGS)
+
 .PHONY: lab
 lab: tools build labcheck ## start the lab in the foreground; prints the KUBECONFIG to use
 	$(BIN)/fledge-lab up
