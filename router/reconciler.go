@@ -17,6 +17,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -48,6 +49,9 @@ type Reconciler struct {
 	// Keys seal the state and evidence the router writes, and tell them
 	// from any it did not write, which it never acts on.
 	Keys rollout.Keys
+	// Workers is how many Deployments are reconciled at once (0: 1). One
+	// Deployment is never reconciled by two workers at a time.
+	Workers int
 
 	written written
 }
@@ -58,6 +62,7 @@ type Reconciler struct {
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("router").
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers}).
 		For(&appsv1.Deployment{}, builder.WithPredicates(predicate.NewPredicateFuncs(hasRolloutOrCommand))).
 		Owns(&appsv1.Deployment{}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(stableOfCanaryPod)).
@@ -354,7 +359,7 @@ func (r *Reconciler) canaryPods(ctx context.Context, d *appsv1.Deployment) ([]co
 
 func (r *Reconciler) hasHPA(ctx context.Context, d *appsv1.Deployment) (bool, error) {
 	var hpas autoscalingv2.HorizontalPodAutoscalerList
-	if err := r.APIReader.List(ctx, &hpas, client.InNamespace(d.Namespace)); err != nil {
+	if err := r.APIReader.List(ctx, &hpas, client.InNamespace(d.Namespace), fromWatchCache()); err != nil {
 		return false, err
 	}
 	for _, h := range hpas.Items {
@@ -366,17 +371,30 @@ func (r *Reconciler) hasHPA(ctx context.Context, d *appsv1.Deployment) (bool, er
 	return false, nil
 }
 
-// replicaSets lists the ReplicaSets matching a selector, from the apiserver.
+// replicaSets lists the ReplicaSets matching a selector, from the
+// apiserver's watch cache.
 func (r *Reconciler) replicaSets(ctx context.Context, ns string, selector *metav1.LabelSelector) ([]appsv1.ReplicaSet, error) {
 	sel, err := metav1.LabelSelectorAsSelector(selector)
 	if err != nil {
 		return nil, err
 	}
 	var rss appsv1.ReplicaSetList
-	if err := r.APIReader.List(ctx, &rss, client.InNamespace(ns), client.MatchingLabelsSelector{Selector: sel}); err != nil {
+	if err := r.APIReader.List(ctx, &rss, client.InNamespace(ns), client.MatchingLabelsSelector{Selector: sel}, fromWatchCache()); err != nil {
 		return nil, err
 	}
 	return rss.Items, nil
+}
+
+// fromWatchCache has a LIST served from the apiserver's watch cache
+// (resourceVersion "0"), as fresh as an informer's copy of the objects
+// would be, rather than read through to etcd: at 100 rollouts at once that
+// was 31 ms a LIST, and 0.7 ms from the watch cache (make bench-scale). What
+// the router reads this way only ever lags: a ReplicaSet just deleted is
+// seen gone at the next look, and a canary's new ReplicaSet not yet seen
+// waits one look for its analysis. A fresh value each call: the client
+// writes the selectors into it.
+func fromWatchCache() *client.ListOptions {
+	return &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: "0"}}
 }
 
 // apply carries out a plan: canary first (a rollback cuts traffic before

@@ -1,6 +1,8 @@
 package router
 
 import (
+	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"github.com/fledge-dev/fledge/policy"
 	"github.com/fledge-dev/fledge/rollout"
@@ -132,4 +135,32 @@ func TestReconcileReSealsAStateWithARotatedKey(t *testing.T) {
 	got, err := rollout.OpenState(&d, reconcilerKeys)
 	require.NoError(t, err, "sealed again with the signing key alone")
 	assert.Contains(t, got.Seal, "20261202T000000Z:")
+}
+
+// The router's ReplicaSet and HPA LISTs are served from the apiserver's
+// watch cache, each with its own selector: the client writes a call's
+// selectors into its options, and workers list concurrently.
+func TestListsAreServedFromTheWatchCache(t *testing.T) {
+	type seen struct{ kind, rv, labels string }
+	var lists []seen
+	base := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).Build()
+	reader := interceptor.NewClient(base, interceptor.Funcs{
+		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+			lo := (&client.ListOptions{}).ApplyOptions(opts).AsListOptions()
+			lists = append(lists, seen{fmt.Sprintf("%T", list), lo.ResourceVersion, lo.LabelSelector})
+			return c.List(ctx, list, opts...)
+		},
+	})
+	r := &Reconciler{APIReader: reader}
+	_, err := r.replicaSets(t.Context(), "shop", &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}})
+	require.NoError(t, err)
+	_, err = r.replicaSets(t.Context(), "shop", &metav1.LabelSelector{MatchLabels: map[string]string{"app": "cart"}})
+	require.NoError(t, err)
+	_, err = r.hasHPA(t.Context(), &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}})
+	require.NoError(t, err)
+	assert.Equal(t, []seen{
+		{"*v1.ReplicaSetList", "0", "app=web"},
+		{"*v1.ReplicaSetList", "0", "app=cart"},
+		{"*v2.HorizontalPodAutoscalerList", "0", ""},
+	}, lists)
 }

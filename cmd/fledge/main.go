@@ -26,6 +26,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -63,6 +64,7 @@ type options struct {
 	metricsAddr    string
 	probeAddr      string
 	leaderElection bool
+	routerWorkers  int
 }
 
 func main() {
@@ -80,6 +82,7 @@ func main() {
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "address of /metrics (0 disables)")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	fs.BoolVar(&o.leaderElection, "leader-elect", true, "elect a leader among replicas (the router acts only on the leader; every replica serves the webhook)")
+	fs.IntVar(&o.routerWorkers, "router-workers", 4, "rollouts the router reconciles at once; one rollout is never reconciled by two workers at a time")
 	config.RegisterFlags(fs)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
@@ -94,12 +97,24 @@ Flags:
 		fs.PrintDefaults()
 	}
 	flag.Parse()
+	if err := o.validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "fledge:", err)
+		os.Exit(2)
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 
 	if err := run(ctrl.SetupSignalHandler(), o); err != nil {
 		ctrl.Log.Error(err, "fledge stopped")
 		os.Exit(1)
 	}
+}
+
+// validate checks the flags that can be checked before starting.
+func (o options) validate() error {
+	if o.routerWorkers < 1 {
+		return fmt.Errorf("--router-workers %d: want 1 or more", o.routerWorkers)
+	}
+	return nil
 }
 
 func run(ctx context.Context, o options) error {
@@ -126,6 +141,12 @@ func run(ctx context.Context, o options) error {
 		LeaderElectionID:              "fledge",
 		LeaderElectionNamespace:       o.namespace,
 		LeaderElectionReleaseOnCancel: true,
+		// The lease is released once the runnables have stopped, or this
+		// long after SIGTERM if one has not: within the 15s the pod has
+		// after its 5s preStop sleep (manifests/deployment.yaml), so a
+		// graceful stop hands over at once even then, not after the lease
+		// runs out.
+		GracefulShutdownTimeout: ptr.To(10 * time.Second),
 		WebhookServer: ctrlwebhook.NewServer(ctrlwebhook.Options{
 			Host:    o.webhookHost,
 			Port:    o.webhookPort,
@@ -233,6 +254,7 @@ func run(ctx context.Context, o options) error {
 		Analyzer:  policy.NewAnalyzer(nil),
 		Metrics:   router.NewMetrics(metrics.Registry),
 		Keys:      keys,
+		Workers:   o.routerWorkers,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return err
