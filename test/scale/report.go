@@ -155,7 +155,7 @@ func (r *report) rolloutRows(ro *rolloutsResult, add func(figure, measured, goal
 			fmt.Sprintf("step lag: %d transitions of the Succeeded rollouts' history: next step's Started − (Ready + hold); last step: its Ended (the reconcile that starts the promotion) − (Ready + hold)", ro.Steps.N))
 	}
 	wr := ro.Writes
-	add("Deployment writes per rollout", fmt.Sprintf("%.1f (stable %.1f, canary %.1f; deletes %.1f, status %.1f; %d conflicts; %s mean at the apiserver)",
+	add("Deployment writes per rollout", fmt.Sprintf("%.1f (stable %.1f, canary %.1f; deletes %.1f, status %.1f; %d more refused with a conflict; %s mean at the apiserver)",
 		float64(wr.deployments())/n, float64(wr.Stable.writes())/n, float64(wr.Canary.writes())/n, float64(wr.Stable.Delete+wr.Canary.Delete)/n, float64(wr.Status)/n, wr.Conflicts, msec(wr.deploymentMean())),
 		fmt.Sprintf("≤ %d", deploymentWrites), check(float64(wr.deployments())/n <= deploymentWrites),
 		"writes: the audit log's create/update/patch of deployments by the manager's identity from the first change to the last outcome (+2s), / rollouts; deletes, status and 409s apart; mean: its stageTimestamp − requestReceivedTimestamp")
