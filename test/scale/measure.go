@@ -182,6 +182,11 @@ type webhookResult struct {
 	Admissions float64
 	// APIServerMean is the apiserver's mean time of those calls.
 	APIServerMean time.Duration
+	// WithinGoal is the share of those calls that the apiserver timed at
+	// addedLatencyGoal or less, from its histogram's bucket of that bound;
+	// HasGoalBucket is false when the histogram has no such bucket.
+	WithinGoal    float64
+	HasGoalBucket bool
 	// HandlerMean is the manager's mean time to decide them, and
 	// HandlerCount how many it decided.
 	HandlerMean  time.Duration
@@ -291,6 +296,13 @@ func measureWebhook(ctx context.Context, l *lab.Lab, w *workload, m *manager, ap
 	if count > 0 {
 		r.APIServerMean = seconds2(seconds / count)
 	}
+	var calls histogram
+	for _, name := range m.webhooks {
+		after, _ := apiAfter.histogram(apiserverWebhooks, map[string]string{"name": name})
+		before, _ := apiBefore.histogram(apiserverWebhooks, map[string]string{"name": name})
+		calls = calls.add(after.sub(before))
+	}
+	r.WithinGoal, r.HasGoalBucket = calls.within(addedLatencyGoal.Seconds())
 	h := handler(mgrAfter).sub(handler(mgrBefore))
 	r.HandlerCount, r.HandlerMean = float64(h.Count), seconds2(h.Mean())
 	return r, nil

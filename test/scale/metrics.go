@@ -213,6 +213,24 @@ func combine(a, b []bucket, sign int) ([]bucket, bool) {
 	return out, ok
 }
 
+// within is the share of observations at most bound, read from the
+// declared bucket whose upper bound it is; ok is false without such a
+// bucket or without observations.
+func (h histogram) within(bound float64) (share float64, ok bool) {
+	var below, total uint64
+	for _, b := range h.Classic {
+		total += b.Count
+		if b.Upper <= bound {
+			below += b.Count
+		}
+		ok = ok || b.Upper == bound
+	}
+	if !ok || total == 0 {
+		return 0, false
+	}
+	return float64(below) / float64(total), true
+}
+
 // Mean is the mean observation, 0 without any.
 func (h histogram) Mean() float64 {
 	if h.Count == 0 {

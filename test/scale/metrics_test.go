@@ -163,3 +163,21 @@ apiserver_admission_webhook_admission_duration_seconds_count{name="other",operat
 		t.Errorf("summed buckets %v, want 4 ≤ 5ms and 1 above", h.Classic)
 	}
 }
+
+func TestWithin(t *testing.T) {
+	webhook := []float64{0.005, 0.025, 0.1}
+	// 995 of 1,000 calls within 5ms, 4 more within 25ms, 1 above 100ms.
+	h := fromProto(classic(webhook, []uint64{995, 999, 999}, 1000, 2))
+	if share, ok := h.within(0.005); !ok || share != 0.995 {
+		t.Errorf("within(5ms) = %v, %v; want 0.995, true", share, ok)
+	}
+	if share, ok := h.within(0.025); !ok || share != 0.999 {
+		t.Errorf("within(25ms) = %v, %v; want 0.999, true", share, ok)
+	}
+	if _, ok := h.within(0.01); ok {
+		t.Error("within(10ms) ok, want false: no bucket ends at 10ms")
+	}
+	if _, ok := fromProto(classic(webhook, []uint64{0, 0, 0}, 0, 0)).within(0.005); ok {
+		t.Error("within of no observations ok, want false")
+	}
+}

@@ -112,17 +112,22 @@ func (r *report) rows() (rows []row, notes []string) {
 		add("heap per Deployment", fmt.Sprintf("%.1f KiB", per/1024), "-", "", "heap per Deployment: (populated − idle heap in use) / Deployments")
 	}
 	if wh := r.Webhook; wh != nil {
-		status := check(wh.AddedP99 <= addedLatencyGoal)
-		if !wh.reached() {
+		status := check(wh.HasGoalBucket && wh.WithinGoal >= 0.99)
+		if !wh.reached() || !wh.HasGoalBucket {
 			status = "invalid"
 		}
-		add("webhook added latency p50 / p99",
-			fmt.Sprintf("%s / %s (with webhook %s / %s, without %s / %s)", msec(wh.AddedP50), msec(wh.AddedP99), msec(wh.On.P50), msec(wh.On.P99), msec(wh.Off.P50), msec(wh.Off.P99)),
+		within := "no bucket at 5 ms"
+		if wh.HasGoalBucket {
+			within = fmt.Sprintf("%.1f%% of %s calls", 100*wh.WithinGoal, count(int(wh.Admissions)))
+		}
+		add(fmt.Sprintf("webhook calls within %d ms", addedLatencyGoal/time.Millisecond),
+			fmt.Sprintf("%s (mean %s; handler mean %s)", within, msec(wh.APIServerMean), msec(wh.HandlerMean)),
 			fmt.Sprintf("p99 ≤ %d ms", addedLatencyGoal/time.Millisecond), status,
-			fmt.Sprintf("added latency: %d sequential PATCHes (%s apart) switching a Deployment's fledge.dev/policy between two valid policies in an opted-in namespace, less the same PATCHes in one not opted in, in turn, after %d warm-ups; the audit log has each calling the webhook; the apiserver called it %s times (%d PATCHes retried after a conflict with the Deployment controller)",
-				wh.On.N, probeGap, max(50, wh.On.N/10), count(int(wh.Admissions)), wh.retried()))
-		add("webhook handler mean", fmt.Sprintf("%s (apiserver's call mean %s)", msec(wh.HandlerMean), msec(wh.APIServerMean)), "-", "",
-			"handler: fledge_admission_duration_seconds sum/count over those PATCHes; call: the apiserver's apiserver_admission_webhook_admission_duration_seconds")
+			fmt.Sprintf("webhook calls: the apiserver's own timing of its calls of fledge's webhooks (apiserver_admission_webhook_admission_duration_seconds, its bucket le=%g), which is what the webhook adds to an admission, during %d sequential PATCHes (%s apart) switching a Deployment's fledge.dev/policy between two valid policies in an opted-in namespace, after %d warm-ups; the audit log has each calling the webhook; the apiserver called it %s times (%d PATCHes retried after a conflict with the Deployment controller); handler: fledge_admission_duration_seconds sum/count over those PATCHes",
+				addedLatencyGoal.Seconds(), wh.On.N, probeGap, max(50, wh.On.N/10), count(int(wh.Admissions)), wh.retried()))
+		add("PATCH latency added, p50 / p99",
+			fmt.Sprintf("%s / %s (with webhook %s / %s, without %s / %s)", msec(wh.AddedP50), msec(wh.AddedP99), msec(wh.On.P50), msec(wh.On.P99), msec(wh.Off.P50), msec(wh.Off.P99)), "-", "",
+			"PATCH latency: the same PATCHes timed by the client, less the same PATCHes in a namespace not opted in, taken in turn; quantiles of two noisy sets do not subtract, and the p99s' difference carries the machine's noise (1.6 ms p50, 3.0–6.9 ms p99 over five runs on one day), so the goal is checked on the apiserver's timing above")
 	}
 	if ro := r.Rollouts; ro != nil {
 		r.rolloutRows(ro, add)
@@ -292,6 +297,9 @@ func (r *report) figures() map[string]float64 {
 		f["webhookOnP50Ms"], f["webhookOnP99Ms"] = ms(wh.On.P50), ms(wh.On.P99)
 		f["webhookOffP50Ms"], f["webhookOffP99Ms"] = ms(wh.Off.P50), ms(wh.Off.P99)
 		f["webhookAddedP50Ms"], f["webhookAddedP99Ms"] = ms(wh.AddedP50), ms(wh.AddedP99)
+		if wh.HasGoalBucket {
+			f["webhookCallsWithinGoal"] = wh.WithinGoal
+		}
 		f["webhookHandlerMeanMs"], f["webhookAPIServerCallMeanMs"] = ms(wh.HandlerMean), ms(wh.APIServerMean)
 		f["webhookProbeAdmissions"] = wh.Admissions
 	}
