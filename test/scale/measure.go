@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/fledge-dev/fledge/webhook"
 	"net/http"
 	"os"
 	"os/exec"
@@ -33,6 +34,7 @@ const (
 	queueDuration     = "workqueue_queue_duration_seconds"
 	handlerDuration   = "fledge_admission_duration_seconds"
 	apiserverWebhooks = "apiserver_admission_webhook_admission_duration_seconds"
+	webhookServed     = "controller_runtime_webhook_latency_seconds"
 	apiserverRequests = "apiserver_request_duration_seconds"
 )
 
@@ -187,6 +189,9 @@ type webhookResult struct {
 	// HasGoalBucket is false when the histogram has no such bucket.
 	WithinGoal    float64
 	HasGoalBucket bool
+	// Served is the manager's own timing of the Deployment webhook's
+	// requests, from reading the request to writing the response.
+	Served histogram
 	// HandlerMean is the manager's mean time to decide them, and
 	// HandlerCount how many it decided.
 	HandlerMean  time.Duration
@@ -303,6 +308,11 @@ func measureWebhook(ctx context.Context, l *lab.Lab, w *workload, m *manager, ap
 		calls = calls.add(after.sub(before))
 	}
 	r.WithinGoal, r.HasGoalBucket = calls.within(addedLatencyGoal.Seconds())
+	served := func(ms metrics) histogram {
+		h, _ := ms.histogram(webhookServed, map[string]string{"webhook": webhook.DeploymentsPath})
+		return h
+	}
+	r.Served = served(mgrAfter).sub(served(mgrBefore))
 	h := handler(mgrAfter).sub(handler(mgrBefore))
 	r.HandlerCount, r.HandlerMean = float64(h.Count), seconds2(h.Mean())
 	return r, nil

@@ -120,10 +120,14 @@ func (r *report) rows() (rows []row, notes []string) {
 		if wh.HasGoalBucket {
 			within = fmt.Sprintf("%.1f%% of %s calls", 100*wh.WithinGoal, count(int(wh.Admissions)))
 		}
+		served := ""
+		if q, ok := wh.Served.Quantile(0.99); ok {
+			served = fmt.Sprintf(", served p99 %s", bounded(q))
+		}
 		add(fmt.Sprintf("webhook calls within %d ms", addedLatencyGoal/time.Millisecond),
-			fmt.Sprintf("%s (mean %s; handler mean %s)", within, msec(wh.APIServerMean), msec(wh.HandlerMean)),
+			fmt.Sprintf("%s (mean %s; manager: handler mean %s%s)", within, msec(wh.APIServerMean), msec(wh.HandlerMean), served),
 			fmt.Sprintf("p99 ≤ %d ms", addedLatencyGoal/time.Millisecond), status,
-			fmt.Sprintf("webhook calls: the apiserver's own timing of its calls of fledge's webhooks (apiserver_admission_webhook_admission_duration_seconds, its bucket le=%g), which is what the webhook adds to an admission, during %d sequential PATCHes (%s apart) switching a Deployment's fledge.dev/policy between two valid policies in an opted-in namespace, after %d warm-ups; the audit log has each calling the webhook; the apiserver called it %s times (%d PATCHes retried after a conflict with the Deployment controller); handler: fledge_admission_duration_seconds sum/count over those PATCHes",
+			fmt.Sprintf("webhook calls: the apiserver's own timing of its calls of fledge's webhooks (apiserver_admission_webhook_admission_duration_seconds, its bucket le=%g), which is what the webhook adds to an admission, during %d sequential PATCHes (%s apart) switching a Deployment's fledge.dev/policy between two valid policies in an opted-in namespace, after %d warm-ups; the audit log has each calling the webhook; the apiserver called it %s times (%d PATCHes retried after a conflict with the Deployment controller); handler: fledge_admission_duration_seconds sum/count over those PATCHes; served: the manager's controller_runtime_webhook_latency_seconds{webhook=\"/mutate-deployments\"}, from reading the request to writing the response",
 				addedLatencyGoal.Seconds(), wh.On.N, probeGap, max(50, wh.On.N/10), count(int(wh.Admissions)), wh.retried()))
 		add("PATCH latency added, p50 / p99",
 			fmt.Sprintf("%s / %s (with webhook %s / %s, without %s / %s)", msec(wh.AddedP50), msec(wh.AddedP99), msec(wh.On.P50), msec(wh.On.P99), msec(wh.Off.P50), msec(wh.Off.P99)), "-", "",
