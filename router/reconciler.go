@@ -62,7 +62,10 @@ type Reconciler struct {
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("router").
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers}).
+		// A replica that does not lead keeps the router's caches warm, so
+		// that a new leader reconciles without first listing every
+		// Deployment of the cluster.
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers, EnableWarmup: ptr.To(true)}).
 		For(&appsv1.Deployment{}, builder.WithPredicates(predicate.NewPredicateFuncs(hasRolloutOrCommand))).
 		Owns(&appsv1.Deployment{}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(stableOfCanaryPod)).

@@ -111,6 +111,11 @@ func TestTwoManagersServeAndOnlyTheLeaderWrites(t *testing.T) {
 	assertSteps(t, ns, out)
 
 	require.Equal(t, leader, holderPod(getLease(t)), "the leader changed during the test")
+	// The follower's router has its caches warm (EnableWarmup): its watches
+	// run and fill its queue, which no worker takes from until it leads.
+	queued, _ := metric(t, follower, `workqueue_adds_total{controller="router",name="router"}`)
+	t.Logf("the follower's router queue took %.0f keys while it did not lead", queued)
+	assert.Positive(t, queued, "the follower's router watches nothing: a new leader would list every Deployment first")
 	pairs, all := serviceWrites(t, since)
 	t.Logf("writes of %s since both were Ready, by pod, resource and verb: %v", serviceUser, all)
 	assert.Equal(t, map[[2]string]bool{{leader, "deployments"}: true, {leader, "events"}: true, {leader, "leases"}: true}, pairs,

@@ -184,6 +184,15 @@ func readyEndpoints(ctx context.Context) (map[string]string, error) {
 // Deployment admissions it decided since it started.
 func admissions(t *testing.T, pod string) int {
 	t.Helper()
+	n, ok := metric(t, pod, "fledge_admission_duration_seconds_count")
+	require.True(t, ok, "%s serves no fledge_admission_duration_seconds_count", pod)
+	return int(n)
+}
+
+// metric reads one series, as /metrics writes it (labels sorted by name),
+// from the manager of pod; ok is false when the pod serves no such series.
+func metric(t *testing.T, pod, series string) (v float64, ok bool) {
+	t.Helper()
 	m, ok := theLab.ManagerPods()[namespace+"/"+pod]
 	require.True(t, ok, "the lab runs no manager for pod %s", pod)
 	resp, err := http.Get(m.MetricsURL)
@@ -192,14 +201,13 @@ func admissions(t *testing.T, pod string) int {
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	for line := range strings.Lines(string(body)) {
-		if v, ok := strings.CutPrefix(line, "fledge_admission_duration_seconds_count "); ok {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
 			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			require.NoError(t, err)
-			return int(n)
+			return n, true
 		}
 	}
-	t.Fatalf("%s serves no fledge_admission_duration_seconds_count", m.MetricsURL)
-	return 0
+	return 0, false
 }
 
 // probeAnnotation is what a probe write changes besides fledge's key.
