@@ -153,17 +153,8 @@ func TestTwoManagersServeAndOnlyTheLeaderWrites(t *testing.T) {
 // within 5s; the rollout goes on from step 2; and a user updating every
 // 250ms meanwhile sees no failure.
 func TestLeaderStoppedGracefullyHandsOverMidRollout(t *testing.T) {
-	managerLogs(t)
-	_, lease := bothServing(t)
 	ns := "ha-graceful"
-	rolloutNamespace(t, ns, [3]string{"2s", "20s", "2s"})
-	release(t, ns)
-	waitState(t, ns, "step 2 holding", func(s *rollout.State) bool { return s.Step == 1 && s.HoldingSince != nil })
-
-	w := startWriter(t, ns, "probe")
-	time.Sleep(time.Second)
-	lease = getLease(t)
-	old, oldID := holderPod(lease), ptr.Deref(lease.Spec.HolderIdentity, "")
+	w, old, oldID := holdingStep2(t, ns, "20s")
 	pods, err := managerPods(t.Context(), theLab)
 	require.NoError(t, err)
 	other := pods[slices.IndexFunc(pods, func(p corev1.Pod) bool { return p.Name != old })].Name
@@ -218,17 +209,8 @@ func TestLeaderStoppedGracefullyHandsOverMidRollout(t *testing.T) {
 // user updating every 250ms may see connections refused only until the
 // dead endpoint left the data plane.
 func TestKilledLeaderIsReplacedWithinTheLease(t *testing.T) {
-	managerLogs(t)
-	bothServing(t)
 	ns := "ha-kill"
-	rolloutNamespace(t, ns, [3]string{"2s", "30s", "2s"})
-	release(t, ns)
-	waitState(t, ns, "step 2 holding", func(s *rollout.State) bool { return s.Step == 1 && s.HoldingSince != nil })
-
-	w := startWriter(t, ns, "probe")
-	time.Sleep(time.Second)
-	lease := getLease(t)
-	old, oldID := holderPod(lease), ptr.Deref(lease.Spec.HolderIdentity, "")
+	w, old, oldID := holdingStep2(t, ns, "30s")
 	m := theLab.ManagerPods()[namespace+"/"+old]
 	require.NotZero(t, m.PID)
 	killed := time.Now()
@@ -483,4 +465,22 @@ func podsOnNodes(pods []corev1.Pod) string {
 		s = append(s, fmt.Sprintf("%s on %s (%s, restarts %d)", p.Name, p.Spec.NodeName, p.Status.PodIP, p.Status.ContainerStatuses[0].RestartCount))
 	}
 	return strings.Join(s, ", ")
+}
+
+// holdingStep2 starts, with both managers serving, a rollout in ns whose
+// step 2 holds for hold; once that hold began, it starts a user updating a
+// Deployment there, and returns the writer and, a second later, the leader's
+// pod and Lease holder identity.
+func holdingStep2(t *testing.T, ns, hold string) (w *writer, leader, holderID string) {
+	t.Helper()
+	managerLogs(t)
+	bothServing(t)
+	rolloutNamespace(t, ns, [3]string{"2s", hold, "2s"})
+	release(t, ns)
+	waitState(t, ns, "step 2 holding", func(s *rollout.State) bool { return s.Step == 1 && s.HoldingSince != nil })
+
+	w = startWriter(t, ns, "probe")
+	time.Sleep(time.Second)
+	lease := getLease(t)
+	return w, holderPod(lease), ptr.Deref(lease.Spec.HolderIdentity, "")
 }

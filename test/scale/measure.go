@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/fledge-dev/fledge/webhook"
 	"net/http"
 	"os"
 	"os/exec"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -19,6 +19,7 @@ import (
 
 	"github.com/fledge-dev/fledge/rollout"
 	"github.com/fledge-dev/fledge/test/lab"
+	"github.com/fledge-dev/fledge/webhook"
 )
 
 // controllerName is the router's controller (router.SetupWithManager:
@@ -95,15 +96,18 @@ func newManager(ctx context.Context, l *lab.Lab, f *lab.Fledge) (*manager, error
 // call url: fledge's, whatever a given build names them.
 func webhookNames(ctx context.Context, c kubernetes.Interface, url string) ([]string, error) {
 	var names []string
+	add := func(name string, cc admissionregistrationv1.WebhookClientConfig) {
+		if cc.URL != nil && strings.HasPrefix(*cc.URL, url) {
+			names = append(names, name)
+		}
+	}
 	mutating, err := c.AdmissionregistrationV1().MutatingWebhookConfigurations().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("list the mutating webhook configurations: %w", err)
 	}
 	for _, cfg := range mutating.Items {
 		for _, w := range cfg.Webhooks {
-			if u := w.ClientConfig.URL; u != nil && strings.HasPrefix(*u, url) {
-				names = append(names, w.Name)
-			}
+			add(w.Name, w.ClientConfig)
 		}
 	}
 	validating, err := c.AdmissionregistrationV1().ValidatingWebhookConfigurations().List(ctx, metav1.ListOptions{})
@@ -112,9 +116,7 @@ func webhookNames(ctx context.Context, c kubernetes.Interface, url string) ([]st
 	}
 	for _, cfg := range validating.Items {
 		for _, w := range cfg.Webhooks {
-			if u := w.ClientConfig.URL; u != nil && strings.HasPrefix(*u, url) {
-				names = append(names, w.Name)
-			}
+			add(w.Name, w.ClientConfig)
 		}
 	}
 	if len(names) == 0 {
