@@ -175,18 +175,6 @@ func (l *Lab) ManagerPods() map[string]ManagerPod {
 	return out
 }
 
-// ManagerPIDs returns the process IDs of the managers running now, by
-// "namespace/name" of their pod.
-func (l *Lab) ManagerPIDs() map[string]int {
-	pids := map[string]int{}
-	for key, m := range l.ManagerPods() {
-		if m.PID != 0 {
-			pids[key] = m.PID
-		}
-	}
-	return pids
-}
-
 // ManagerEvents returns what the runner did to and saw of manager
 // processes so far, oldest first.
 func (l *Lab) ManagerEvents() []ManagerEvent {
